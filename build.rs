@@ -1,0 +1,35 @@
+//! Compiles the vendored `onnx.proto` with protox (no `protoc` needed) and, with feature `train`,
+//! links libtorch with an rpath so binaries run without `LD_LIBRARY_PATH`.
+use std::path::PathBuf;
+
+fn main() {
+    compile_onnx_proto();
+    if std::env::var_os("CARGO_FEATURE_TRAIN").is_some() {
+        link_libtorch();
+    }
+}
+
+fn compile_onnx_proto() {
+    println!("cargo:rerun-if-changed=proto/onnx.proto");
+    let fds = protox::compile(["proto/onnx.proto"], ["proto"]).expect("vendored proto/onnx.proto must compile");
+    prost_build::Config::new()
+        .compile_fds(fds)
+        .expect("prost code generation for onnx.proto");
+}
+
+fn link_libtorch() {
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    let Some(root) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
+        // torch-sys fails first with its own message; say what to do.
+        println!("cargo:warning=LIBTORCH is unset: run scripts/setup and `source` the env file it prints");
+        return;
+    };
+    let lib = root.join("lib");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    // A CUDA libtorch: keep libtorch_cuda linked although no symbol of it is referenced directly.
+    if lib.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg=-ltorch");
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    }
+}

@@ -1,0 +1,181 @@
+//! Command-line interface: clap definitions only; each command's work lives in its module.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "serve", version, about = "Train KDEF CTR ensembles and serve them with latency-budget routing")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "SERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the inference server (what a bare `serve` does).
+    Run(RunArgs),
+    /// Train an ensemble (KDEF, CETNet, fusion baselines) and export it.
+    Train(TrainArgs),
+    /// Datasets: inspect, encode, build from raw releases, synthesise.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Re-export a finished training run to an ONNX model artifact.
+    Export(ExportArgs),
+    /// Evaluate a model artifact on a dataset split.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// Server config file (TOML); missing keys take their defaults.
+    #[arg(long, env = "SERVE_CONFIG", default_value = "config/server.toml")]
+    pub config: PathBuf,
+    /// Listen address, e.g. 127.0.0.1:8080 (overrides the config's `bind`).
+    #[arg(long, env = "SERVE_BIND")]
+    pub bind: Option<String>,
+    /// Directory of `<name>/<version>/` model artifacts (overrides `models_dir`).
+    #[arg(long, env = "SERVE_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// ONNX Runtime shared library (overrides `ort_library`; ort's own ORT_DYLIB_PATH is honoured too).
+    #[arg(long, env = "SERVE_ORT_LIB")]
+    pub ort_lib: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads per session (overrides `intra_op_threads`).
+    #[arg(long, env = "SERVE_THREADS")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Training config file (TOML), see config/train.toml.
+    #[arg(long, env = "SERVE_TRAIN_CONFIG", default_value = "config/train.toml")]
+    pub config: PathBuf,
+    /// Run directory to write (default runs/<name>).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// cpu, cuda or auto (overrides `device`).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Random seed (overrides `seed`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A finished run directory (runs/<name>).
+    pub run_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// A model artifact directory (models/<name>/<version>).
+    pub model_dir: PathBuf,
+}
+
+/// Where a dataset spec's relative paths point, and where encoded datasets are cached.
+#[derive(Debug, Args, Clone)]
+pub struct DataLocation {
+    /// Root for relative file paths in dataset specs.
+    #[arg(long, env = "CTR_DATA_DIR", default_value = "../shared/data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Read every split of a dataset: cardinalities, OOV rates, label balance, skipped lines, rows/s.
+    Inspect(InspectArgs),
+    /// Encode a dataset into the memory-mapped cache that training reads (skipped when up to date).
+    Encode(EncodeArgs),
+    /// Build the benchmark CSVs (train/valid/test) from an original release.
+    Build(BuildArgs),
+    /// Write SYNTHETIC Criteo-shaped rows (for scale and load tests only).
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Dataset spec (TOML), e.g. config/datasets/frappe_ctr.toml.
+    pub spec: PathBuf,
+    #[command(flatten)]
+    pub location: DataLocation,
+    /// Use this training file instead of the spec's.
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// Use this validation file instead of the spec's.
+    #[arg(long)]
+    pub valid: Option<PathBuf>,
+    /// Use this test file instead of the spec's.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Malformed lines: skip (count, report the first 10) or fail (stop at the first).
+    #[arg(long, value_enum)]
+    pub on_error: Option<Policy>,
+    /// Hide progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EncodeArgs {
+    /// Dataset spec (TOML).
+    pub spec: PathBuf,
+    #[command(flatten)]
+    pub location: DataLocation,
+    /// Cache root (default: the setup cache's `datasets/`).
+    #[arg(long, env = "SERVE_DATA_CACHE")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Policy {
+    Skip,
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RawSource {
+    /// Frappe's `frappe.csv` (2 sampled negatives per positive, split 7:2:1).
+    Frappe,
+    /// MovieLens-100K's `u.data`/`u.user`/`u.item` (rating 3 dropped, label = rating > 3, split 8:1:1).
+    Movielens,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Which release.
+    #[arg(value_enum)]
+    pub source: RawSource,
+    /// Directory of the original files.
+    #[arg(long)]
+    pub src: PathBuf,
+    /// Output directory for train.csv / valid.csv / test.csv.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed for negative sampling and the shuffle.
+    #[arg(long, default_value_t = 2024)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Number of rows.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+    /// Output file (Criteo TSV; written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Scale factor on Criteo's per-field cardinalities.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+}

@@ -1,0 +1,102 @@
+//! Server and training configuration: TOML files (`config/*.toml`) whose every key has a default here;
+//! CLI flags and environment variables override them.
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+}
+
+/// Reads a TOML file into `T`; unknown keys are errors (a typo must not silently fall back to a default).
+pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io { path: path.into(), source: e })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), reason: e.to_string() })
+}
+
+/// `config/server.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the HTTP server listens on.
+    pub bind: String,
+    /// Directory holding `<name>/<version>/` model artifacts.
+    pub models_dir: PathBuf,
+    /// Model served by `/v1/score`.
+    pub default_model: String,
+    /// ONNX Runtime shared library; empty = `ORT_DYLIB_PATH`, else the one `scripts/setup` installs.
+    pub ort_library: Option<PathBuf>,
+    /// Threads ONNX Runtime uses inside one graph run.
+    pub intra_op_threads: usize,
+    /// Execution provider: "cpu", or "cuda" (falls back to CPU, logged, when unavailable).
+    pub execution_provider: String,
+    /// Log format: "text" or "json".
+    pub log_format: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            models_dir: "models".into(),
+            default_model: "default".into(),
+            ort_library: None,
+            intra_op_threads: 1,
+            execution_provider: "cpu".into(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+/// `config/train.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Dataset description (see `config/datasets/`).
+    pub dataset: PathBuf,
+    /// Ensemble framework: single, mean, sum, concat, kd, dml, kdef, kdef_no_exam, cetnet.
+    pub framework: String,
+    /// Student sub-networks, e.g. ["mlp", "mlp", "mlp"] or ["pnn", "final", "ecn"].
+    pub students: Vec<String>,
+    /// Embedding dimension d.
+    pub embedding_dim: i64,
+    /// Hidden layer sizes of MLP parts.
+    pub hidden_units: Vec<i64>,
+    pub dropout: f64,
+    pub batch_norm: bool,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// L2 penalty on embeddings (FuxiCTR's `embedding_regularizer`).
+    pub embedding_l2: f64,
+    pub max_epochs: usize,
+    /// Epochs without validation-AUC improvement before stopping (best epoch restored).
+    pub patience: usize,
+    pub seed: u64,
+    /// "cpu", "cuda" or "auto".
+    pub device: String,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            dataset: "config/datasets/frappe_ctr.toml".into(),
+            framework: "kdef".into(),
+            students: vec!["mlp".into(), "mlp".into(), "mlp".into()],
+            embedding_dim: 16,
+            hidden_units: vec![400, 400, 400],
+            dropout: 0.1,
+            batch_norm: true,
+            batch_size: 4096,
+            learning_rate: 1e-3,
+            embedding_l2: 0.01,
+            max_epochs: 100,
+            patience: 2,
+            seed: 2024,
+            device: "auto".into(),
+        }
+    }
+}

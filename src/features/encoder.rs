@@ -1,0 +1,284 @@
+//! The fitted feature encoder: per-field vocabularies and the one set of functions that turns raw values
+//! (CSV text at training time, JSON at serving time) into ids.
+//!
+//! Ids: 0 = padding, 1..=n the kept values (most frequent first), n + 1 = the field's OOV id.
+//! Row layout: one id per scalar field (in field order), then `max_len` ids per sequence field.
+use std::path::Path;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::spec::{FieldKind, FieldSpec};
+use super::FeatureError;
+
+pub const ENCODER_FORMAT: &str = "ensemble-serve/encoder";
+pub const ENCODER_VERSION: u32 = 1;
+
+/// `floor(ln(v)^2)` when v > 2, else the integer part of v (FuxiCTR's Criteo bucketing).
+pub fn numeric_bucket(v: f64) -> i64 {
+    if v > 2.0 {
+        (v.ln() * v.ln()).floor() as i64
+    } else {
+        v as i64
+    }
+}
+
+/// Why one value could not be encoded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    #[error("field '{field}' is missing")]
+    Missing { field: String },
+    #[error("field '{field}': {reason}")]
+    Bad { field: String, reason: String },
+}
+
+/// A field's vocabulary.
+#[derive(Debug, Clone, Default)]
+pub struct Vocab {
+    ids: FxHashMap<Box<str>, u32>,
+    tokens: Vec<Box<str>>,
+}
+
+impl Vocab {
+    pub fn from_tokens(tokens: Vec<Box<str>>) -> Self {
+        let ids = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32 + 1)).collect();
+        Self { ids, tokens }
+    }
+    /// The id of `token`, or the OOV id.
+    #[inline]
+    pub fn id(&self, token: &str) -> u32 {
+        self.ids.get(token).copied().unwrap_or(self.oov_id())
+    }
+    #[inline]
+    pub fn oov_id(&self) -> u32 {
+        self.tokens.len() as u32 + 1
+    }
+    /// Embedding rows this field needs: padding + kept values + OOV.
+    pub fn size(&self) -> usize {
+        self.tokens.len() + 2
+    }
+    pub fn tokens(&self) -> &[Box<str>] {
+        &self.tokens
+    }
+}
+
+/// One field's spec and vocabulary.
+#[derive(Debug, Clone)]
+pub struct FieldEncoder {
+    pub spec: FieldSpec,
+    pub vocab: Vocab,
+}
+
+impl FieldEncoder {
+    /// Ids this field occupies in an encoded row.
+    pub fn width(&self) -> usize {
+        match self.spec.kind {
+            FieldKind::Sequence { max_len, .. } => max_len,
+            _ => 1,
+        }
+    }
+
+    /// Encodes a raw text value (a CSV cell, or a JSON value rendered by [`json_text`]) into `out`.
+    #[inline]
+    pub fn encode_text(&self, raw: &str, out: &mut [u32]) -> Result<(), String> {
+        match &self.spec.kind {
+            FieldKind::Categorical => out[0] = self.vocab.id(raw),
+            FieldKind::NumericBucket => out[0] = self.bucket_id(raw)?,
+            FieldKind::Sequence { separator, .. } => self.encode_tokens(split_tokens(raw, separator), out),
+        }
+        Ok(())
+    }
+
+    /// The id of a numeric cell: its bucket's id, or the id of the empty value when blank.
+    #[inline]
+    fn bucket_id(&self, raw: &str) -> Result<u32, String> {
+        match bucket_token(raw)? {
+            Some(bucket) => Ok(self.vocab.id(itoa::Buffer::new().format(bucket))),
+            None => Ok(self.vocab.id("")),
+        }
+    }
+
+    /// Fills `out` with the ids of the first `out.len()` tokens, padding with 0.
+    #[inline]
+    pub fn encode_tokens<'t>(&self, tokens: impl Iterator<Item = &'t str>, out: &mut [u32]) {
+        out.fill(0);
+        for (slot, tok) in out.iter_mut().zip(tokens) {
+            *slot = self.vocab.id(tok);
+        }
+    }
+
+    /// Encodes a JSON value through the same functions as the text path.
+    pub fn encode_json(&self, value: &serde_json::Value, out: &mut [u32]) -> Result<(), String> {
+        use serde_json::Value;
+        match (value, &self.spec.kind) {
+            (Value::Array(items), FieldKind::Sequence { .. }) => {
+                let texts = items.iter().map(json_text).collect::<Result<Vec<_>, _>>()?;
+                self.encode_tokens(texts.iter().map(|s| s.as_ref()), out);
+                Ok(())
+            }
+            (Value::Array(_), _) => Err("an array is only accepted for a sequence field".into()),
+            (v, _) => self.encode_text(&json_text(v)?, out),
+        }
+    }
+}
+
+/// Tokens of a sequence cell; an empty cell has none.
+#[inline]
+pub fn split_tokens<'a>(raw: &'a str, separator: &'a str) -> impl Iterator<Item = &'a str> {
+    raw.split(separator).filter(|t| !t.is_empty())
+}
+
+/// The bucket of a numeric cell, `None` when blank.
+#[inline]
+pub fn bucket_token(raw: &str) -> Result<Option<i64>, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    // Integers (Criteo's I1–I13) take the fast path; anything else must parse as a finite float.
+    if let Ok(i) = raw.parse::<i64>() {
+        return Ok(Some(if i > 2 { numeric_bucket(i as f64) } else { i }));
+    }
+    match raw.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(Some(numeric_bucket(v))),
+        _ => Err(format!("'{raw}' is not a number")),
+    }
+}
+
+/// The text form of a JSON scalar, matching how the value appears in a CSV cell.
+pub fn json_text(value: &serde_json::Value) -> Result<std::borrow::Cow<'_, str>, String> {
+    use serde_json::Value;
+    Ok(match value {
+        Value::String(s) => s.as_str().into(),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => i.to_string().into(),
+            (_, Some(u)) => u.to_string().into(),
+            _ => n.as_f64().map(|f| f.to_string()).unwrap_or_default().into(),
+        },
+        Value::Bool(b) => b.to_string().into(),
+        Value::Null => "".into(),
+        Value::Array(_) => return Err("expected a single value, got an array".into()),
+        Value::Object(_) => return Err("expected a value, got an object".into()),
+    })
+}
+
+/// All fields of a dataset, fitted on its training split.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    pub dataset: String,
+    pub fields: Vec<FieldEncoder>,
+    pub group: Option<String>,
+    /// Offset of each field's ids in an encoded row (scalars first, then sequences).
+    offsets: Vec<usize>,
+    width: usize,
+}
+
+impl Encoder {
+    pub fn new(dataset: String, fields: Vec<FieldEncoder>, group: Option<String>) -> Self {
+        let mut offsets = vec![0; fields.len()];
+        let mut next = 0;
+        let scalars = fields.iter().enumerate().filter(|(_, f)| !is_sequence(f));
+        let sequences = fields.iter().enumerate().filter(|(_, f)| is_sequence(f));
+        for (i, f) in scalars.chain(sequences) {
+            offsets[i] = next;
+            next += f.width();
+        }
+        Self { dataset, fields, group, offsets, width: next }
+    }
+
+    /// Ids per encoded row.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+    /// Number of scalar (non-sequence) fields: the width of the `field_ids` model input.
+    pub fn scalar_fields(&self) -> usize {
+        self.fields.iter().filter(|f| !is_sequence(f)).count()
+    }
+    /// The slot range of field `i` in an encoded row.
+    pub fn slots(&self, i: usize) -> std::ops::Range<usize> {
+        self.offsets[i]..self.offsets[i] + self.fields[i].width()
+    }
+
+    /// Encodes one JSON object of raw values into `out` (length [`Self::width`]).
+    pub fn encode_json_object(
+        &self,
+        object: &serde_json::Map<String, serde_json::Value>,
+        missing_as_oov: bool,
+        out: &mut [u32],
+    ) -> Result<(), ValueError> {
+        for (i, f) in self.fields.iter().enumerate() {
+            let slots = &mut out[self.slots(i)];
+            match object.get(&f.spec.name) {
+                Some(v) => f
+                    .encode_json(v, slots)
+                    .map_err(|reason| ValueError::Bad { field: f.spec.name.clone(), reason })?,
+                None if missing_as_oov => slots.fill(f.vocab.oov_id()),
+                None => return Err(ValueError::Missing { field: f.spec.name.clone() }),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the encoder as versioned JSON, atomically.
+    pub fn save(&self, path: &Path) -> Result<(), FeatureError> {
+        let file = EncoderFile::from(self);
+        let bytes = serde_json::to_vec(&file).expect("encoder serialises");
+        crate::data::atomic_write(path, &bytes).map_err(|e| FeatureError::Io { path: path.into(), source: e })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, FeatureError> {
+        let bytes = std::fs::read(path).map_err(|e| FeatureError::Io { path: path.into(), source: e })?;
+        let bad = |reason: String| FeatureError::Encoder { path: path.into(), reason };
+        let file: EncoderFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if file.format != ENCODER_FORMAT || file.version != ENCODER_VERSION {
+            return Err(bad(format!(
+                "format '{}' version {} (this build reads '{ENCODER_FORMAT}' version {ENCODER_VERSION})",
+                file.format, file.version
+            )));
+        }
+        Ok(file.into())
+    }
+}
+
+fn is_sequence(f: &FieldEncoder) -> bool {
+    matches!(f.spec.kind, FieldKind::Sequence { .. })
+}
+
+#[derive(Serialize, Deserialize)]
+struct EncoderFile {
+    format: String,
+    version: u32,
+    dataset: String,
+    group: Option<String>,
+    fields: Vec<FieldFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct FieldFile {
+    spec: FieldSpec,
+    tokens: Vec<Box<str>>,
+}
+
+impl From<&Encoder> for EncoderFile {
+    fn from(e: &Encoder) -> Self {
+        Self {
+            format: ENCODER_FORMAT.into(),
+            version: ENCODER_VERSION,
+            dataset: e.dataset.clone(),
+            group: e.group.clone(),
+            fields: e
+                .fields
+                .iter()
+                .map(|f| FieldFile { spec: f.spec.clone(), tokens: f.vocab.tokens().to_vec() })
+                .collect(),
+        }
+    }
+}
+
+impl From<EncoderFile> for Encoder {
+    fn from(f: EncoderFile) -> Self {
+        let fields =
+            f.fields.into_iter().map(|ff| FieldEncoder { spec: ff.spec, vocab: Vocab::from_tokens(ff.tokens) }).collect();
+        Encoder::new(f.dataset, fields, f.group)
+    }
+}

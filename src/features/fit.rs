@@ -1,0 +1,80 @@
+//! Counting values on the training split and turning the counts into vocabularies.
+use rustc_hash::FxHashMap;
+
+use super::encoder::{bucket_token, split_tokens, Encoder, FieldEncoder, Vocab};
+use super::spec::{DatasetSpec, FieldKind};
+
+/// Per-field value counts; memory grows with the number of distinct values, not rows.
+#[derive(Debug)]
+pub struct VocabCounter {
+    counts: Vec<FxHashMap<Box<str>, u64>>,
+    kinds: Vec<FieldKind>,
+}
+
+impl VocabCounter {
+    pub fn new(spec: &DatasetSpec) -> Self {
+        Self {
+            counts: vec![FxHashMap::default(); spec.fields.len()],
+            kinds: spec.fields.iter().map(|f| f.kind.clone()).collect(),
+        }
+    }
+
+    /// Counts one raw cell of field `i`; the same canonical tokens the encoder looks up.
+    #[inline]
+    pub fn add(&mut self, i: usize, raw: &str) -> Result<(), String> {
+        match &self.kinds[i] {
+            FieldKind::Categorical => bump(&mut self.counts[i], raw),
+            FieldKind::NumericBucket => match bucket_token(raw)? {
+                Some(b) => bump(&mut self.counts[i], itoa::Buffer::new().format(b)),
+                None => bump(&mut self.counts[i], ""),
+            },
+            FieldKind::Sequence { separator, max_len } => {
+                // Only tokens that survive truncation can ever be looked up.
+                for tok in split_tokens(raw, separator).take(*max_len) {
+                    bump(&mut self.counts[i], tok);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates every cell of a row before counting any, so a malformed row leaves no partial counts.
+    pub fn add_row<'a>(&mut self, cells: impl Iterator<Item = &'a str> + Clone) -> Result<(), (usize, String)> {
+        for (i, raw) in cells.clone().enumerate() {
+            if matches!(self.kinds[i], FieldKind::NumericBucket) {
+                bucket_token(raw).map_err(|e| (i, e))?;
+            }
+        }
+        for (i, raw) in cells.enumerate() {
+            self.add(i, raw).map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
+
+    /// Keeps values seen at least `min_count` times, most frequent first (ties by value, for determinism).
+    pub fn into_encoder(self, spec: &DatasetSpec) -> Encoder {
+        let fields = spec
+            .fields
+            .iter()
+            .zip(self.counts)
+            .map(|(f, counts)| {
+                let min = f.min_count.unwrap_or(spec.min_count).max(1) as u64;
+                let mut kept: Vec<(Box<str>, u64)> = counts.into_iter().filter(|(_, c)| *c >= min).collect();
+                kept.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                let tokens = kept.into_iter().map(|(t, _)| t).collect();
+                FieldEncoder { spec: f.clone(), vocab: Vocab::from_tokens(tokens) }
+            })
+            .collect();
+        Encoder::new(spec.name.clone(), fields, spec.group.clone())
+    }
+}
+
+#[inline]
+fn bump(map: &mut FxHashMap<Box<str>, u64>, token: &str) {
+    match map.get_mut(token) {
+        Some(c) => *c += 1,
+        None => {
+            map.insert(token.into(), 1);
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! ensemble-serve: train KDEF ensembles for CTR prediction and serve them with latency-budget routing.
+//!
+//! The modules follow the data path: `features` (shared by training and serving) → `data` → `onnx`
+//! (graph writer) → `runtime` (ONNX Runtime) → `serve`.
+pub mod config;
+pub mod data;
+pub mod features;
+pub mod onnx;
+pub mod paths;
+pub mod runtime;

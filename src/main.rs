@@ -1,0 +1,131 @@
+//! `serve`: the one binary. Parses the command line, sets up logging, and hands off to the library.
+mod cli;
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use ensemble_serve::{config, data, features, paths, runtime};
+
+use cli::{Cli, Command, DataCommand};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match dispatch(cli.command.unwrap_or_else(|| Command::Run(Default::default()))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, causes joined; no backtrace for an operator-facing error.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: cli::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Text => builder.init(),
+        cli::LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Run(args) => run_server(args),
+        Command::Train(_) => bail!("`serve train` is not implemented yet (the training issue); nothing was written"),
+        Command::Export(_) => bail!("`serve export` is not implemented yet (the export issue); nothing was written"),
+        Command::Eval(_) => bail!("`serve eval` is not implemented yet; nothing was read"),
+        Command::Data(cmd) => run_data(cmd),
+    }
+}
+
+fn run_server(args: cli::RunArgs) -> Result<()> {
+    let mut cfg: config::ServerConfig = if args.config.is_file() {
+        config::load(&args.config)?
+    } else {
+        tracing::warn!(path = %args.config.display(), "server config not found; using defaults");
+        Default::default()
+    };
+    if let Some(bind) = args.bind {
+        cfg.bind = bind;
+    }
+    if let Some(dir) = args.models_dir {
+        cfg.models_dir = dir;
+    }
+    if let Some(t) = args.threads {
+        cfg.intra_op_threads = t;
+    }
+    let library = runtime::resolve_library(args.ort_lib.as_deref().or(cfg.ort_library.as_deref()));
+    runtime::init(&library)?;
+    tracing::info!(library = %library.display(), "ONNX Runtime loaded");
+    let model = cfg.models_dir.join(&cfg.default_model);
+    bail!(
+        "no servable model at {}: the HTTP server and the model artifact format land with the serving and export issues",
+        model.display()
+    )
+}
+
+fn run_data(cmd: DataCommand) -> Result<()> {
+    match cmd {
+        DataCommand::Inspect(args) => {
+            let mut spec = features::DatasetSpec::load(&args.spec, &args.location.data_dir)?;
+            apply_overrides(&mut spec, &args);
+            let report = data::inspect::inspect(&spec, !args.quiet)?;
+            print!("{}", report.render(&spec));
+            Ok(())
+        }
+        DataCommand::Encode(args) => {
+            let spec = features::DatasetSpec::load(&args.spec, &args.location.data_dir)?;
+            let root = args.cache_dir.unwrap_or_else(|| paths::cache_dir().join("datasets"));
+            let ds = data::Dataset::open(&spec, &root, true)?;
+            let state = if ds.from_cache { "up to date" } else { "built" };
+            println!("{} ({state}): {}", spec.name, ds.dir.display());
+            for p in &ds.parts {
+                println!("  {:<5} {:>10} rows  label mean {:.4}  skipped {}", p.part, p.rows, p.label_mean, p.skipped);
+            }
+            Ok(())
+        }
+        DataCommand::Build(args) => {
+            let (table, ratios) = match args.source {
+                cli::RawSource::Frappe => (data::raw::frappe(&args.src, args.seed)?, [0.7, 0.2, 0.1]),
+                cli::RawSource::Movielens => (data::raw::movielens_100k(&args.src, args.seed)?, [0.8, 0.1, 0.1]),
+            };
+            let sizes = data::raw::write_splits(&table, ratios, &args.out)
+                .with_context(|| format!("writing splits to {}", args.out.display()))?;
+            println!("{} rows → {}: train {} / valid {} / test {}", table.rows.len(), args.out.display(), sizes[0], sizes[1], sizes[2]);
+            Ok(())
+        }
+        DataCommand::Synth(args) => {
+            let cfg = data::synth::SynthConfig { rows: args.rows, seed: args.seed, scale: args.scale };
+            let start = std::time::Instant::now();
+            let ctr = data::synth::generate(&cfg, &args.out)?;
+            println!(
+                "SYNTHETIC Criteo-shaped data: {} rows → {} (label mean {ctr:.4}) in {:.1} s",
+                args.rows,
+                args.out.display(),
+                start.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn apply_overrides(spec: &mut features::DatasetSpec, args: &cli::InspectArgs) {
+    if let Some(t) = &args.train {
+        spec.files.train = t.clone();
+    }
+    if let Some(v) = &args.valid {
+        spec.files.valid = Some(v.clone());
+    }
+    if let Some(t) = &args.test {
+        spec.files.test = Some(t.clone());
+    }
+    if let Some(p) = args.on_error {
+        spec.on_error = match p {
+            cli::Policy::Skip => features::ErrorPolicy::Skip,
+            cli::Policy::Fail => features::ErrorPolicy::Fail,
+        };
+    }
+}
