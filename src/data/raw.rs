@@ -3,7 +3,7 @@
 //!   and draw an app uniformly from the apps in the log that this user did not use in that exact context
 //!   (and not drawn already for the same positive). Seeded (ChaCha8), shuffled, split 7:2:1.
 //! - MovieLens-100K (`u.data`, `u.user`, `u.item`, `u.genre`): rating 3 dropped, label = rating > 3;
-//!   fields UserID, Gender, Age, Occupation, MovieID, Release (year), Genres (`^`-joined); split 8:1:1.
+//!   fields UserID, Gender, Age, Occupation, MovieID, Release (year), Genres (`^`-joined, first 5); split 8:1:1.
 //!
 //! Split sizes: train = ⌊n·r₀⌋, valid = ⌊n·r₁⌋, test = the rest (the shipped benchmark counts).
 use std::collections::HashSet;
@@ -77,6 +77,8 @@ pub fn frappe(dir: &Path, seed: u64) -> Result<Table, DataError> {
     Ok(Table { header: header_with_label(&FRAPPE_FIELDS), rows })
 }
 
+/// The benchmark keeps a movie's first 5 genres (in u.genre order); a handful of movies have 6.
+const ML_MAX_GENRES: usize = 5;
 const ML_FIELDS: [&str; 7] = ["UserID", "Gender", "Age", "Occupation", "MovieID", "Release", "Genres"];
 
 /// MovieLens-100K's CTR table (KDEF's ML recipe).
@@ -109,7 +111,8 @@ pub fn movielens_100k(dir: &Path, seed: u64) -> Result<Table, DataError> {
             return Err(malformed(&item_path, i as u64 + 1, format!("expected 24 '|' columns, found {}", c.len())));
         }
         let year = c[2].rsplit('-').next().unwrap_or("").to_string();
-        let tags: Vec<&str> = c[5..].iter().zip(&genres).filter(|(f, _)| **f == "1").map(|(_, g)| *g).collect();
+        let flagged = c[5..].iter().zip(&genres).filter(|(f, _)| **f == "1").map(|(_, g)| *g);
+        let tags: Vec<&str> = flagged.take(ML_MAX_GENRES).collect();
         items.insert(c[0].to_string(), (year, tags.join("^")));
     }
     let (data_path, data_text) = read("u.data")?;
