@@ -4,7 +4,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "serve", version, about = "Train KDEF CTR ensembles and serve them with latency-budget routing")]
+#[command(
+    name = "serve",
+    version,
+    about = "Train KDEF CTR ensembles and serve them with latency-budget routing"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, env = "SERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

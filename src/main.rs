@@ -12,7 +12,10 @@ use cli::{Cli, Command, DataCommand};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match dispatch(cli.command.unwrap_or_else(|| Command::Run(Default::default()))) {
+    match dispatch(
+        cli.command
+            .unwrap_or_else(|| Command::Run(Default::default())),
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, causes joined; no backtrace for an operator-facing error.
@@ -23,8 +26,11 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: cli::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         cli::LogFormat::Text => builder.init(),
         cli::LogFormat::Json => builder.json().init(),
@@ -34,8 +40,12 @@ fn init_logging(format: cli::LogFormat) {
 fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Run(args) => run_server(args),
-        Command::Train(_) => bail!("`serve train` is not implemented yet (the training issue); nothing was written"),
-        Command::Export(_) => bail!("`serve export` is not implemented yet (the export issue); nothing was written"),
+        Command::Train(_) => {
+            bail!("`serve train` is not implemented yet (the training issue); nothing was written")
+        }
+        Command::Export(_) => {
+            bail!("`serve export` is not implemented yet (the export issue); nothing was written")
+        }
         Command::Eval(_) => bail!("`serve eval` is not implemented yet; nothing was read"),
         Command::Data(cmd) => run_data(cmd),
     }
@@ -78,27 +88,48 @@ fn run_data(cmd: DataCommand) -> Result<()> {
         }
         DataCommand::Encode(args) => {
             let spec = features::DatasetSpec::load(&args.spec, &args.location.data_dir)?;
-            let root = args.cache_dir.unwrap_or_else(|| paths::cache_dir().join("datasets"));
+            let root = args
+                .cache_dir
+                .unwrap_or_else(|| paths::cache_dir().join("datasets"));
             let ds = data::Dataset::open(&spec, &root, true)?;
             let state = if ds.from_cache { "up to date" } else { "built" };
             println!("{} ({state}): {}", spec.name, ds.dir.display());
             for p in &ds.parts {
-                println!("  {:<5} {:>10} rows  label mean {:.4}  skipped {}", p.part, p.rows, p.label_mean, p.skipped);
+                println!(
+                    "  {:<5} {:>10} rows  label mean {:.4}  skipped {}",
+                    p.part, p.rows, p.label_mean, p.skipped
+                );
             }
             Ok(())
         }
         DataCommand::Build(args) => {
             let (table, ratios) = match args.source {
-                cli::RawSource::Frappe => (data::raw::frappe(&args.src, args.seed)?, [0.7, 0.2, 0.1]),
-                cli::RawSource::Movielens => (data::raw::movielens_100k(&args.src, args.seed)?, [0.8, 0.1, 0.1]),
+                cli::RawSource::Frappe => {
+                    (data::raw::frappe(&args.src, args.seed)?, [0.7, 0.2, 0.1])
+                }
+                cli::RawSource::Movielens => (
+                    data::raw::movielens_100k(&args.src, args.seed)?,
+                    [0.8, 0.1, 0.1],
+                ),
             };
             let sizes = data::raw::write_splits(&table, ratios, &args.out)
                 .with_context(|| format!("writing splits to {}", args.out.display()))?;
-            println!("{} rows → {}: train {} / valid {} / test {}", table.rows.len(), args.out.display(), sizes[0], sizes[1], sizes[2]);
+            println!(
+                "{} rows → {}: train {} / valid {} / test {}",
+                table.rows.len(),
+                args.out.display(),
+                sizes[0],
+                sizes[1],
+                sizes[2]
+            );
             Ok(())
         }
         DataCommand::Synth(args) => {
-            let cfg = data::synth::SynthConfig { rows: args.rows, seed: args.seed, scale: args.scale };
+            let cfg = data::synth::SynthConfig {
+                rows: args.rows,
+                seed: args.seed,
+                scale: args.scale,
+            };
             let start = std::time::Instant::now();
             let ctr = data::synth::generate(&cfg, &args.out)?;
             println!(

@@ -15,7 +15,9 @@ pub fn cache_dir() -> PathBuf {
 
 /// The ONNX Runtime library `scripts/setup` installs.
 pub fn default_ort_library() -> PathBuf {
-    cache_dir().join("onnxruntime-1.31.1").join("libonnxruntime.so.1.31.1")
+    cache_dir()
+        .join("onnxruntime-1.31.1")
+        .join("libonnxruntime.so.1.31.1")
 }
 
 /// Real CTR data: `$CTR_DATA_DIR`, else `../shared/data` relative to the working directory.

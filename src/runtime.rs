@@ -19,16 +19,28 @@ static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Loads ONNX Runtime from `library` once; later calls with the same path return the same environment.
 pub fn init(library: &Path) -> Result<&'static Environment, RuntimeError> {
-    let _serialised = INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serialised = INIT_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((path, env)) = ENV.get() {
-        return if path == library { Ok(env) } else { Err(RuntimeError::AlreadyFrom(path.clone())) };
+        return if path == library {
+            Ok(env)
+        } else {
+            Err(RuntimeError::AlreadyFrom(path.clone()))
+        };
     }
     if !library.is_file() {
         return Err(RuntimeError::Missing(library.to_path_buf()));
     }
-    let load_err = |reason: String| RuntimeError::Load { path: library.to_path_buf(), reason };
+    let load_err = |reason: String| RuntimeError::Load {
+        path: library.to_path_buf(),
+        reason,
+    };
     let builder = ort::init_from(library).map_err(|e| load_err(e.to_string()))?;
-    let env = builder.with_name("ensemble-serve").build().map_err(|e| load_err(e.to_string()))?;
+    let env = builder
+        .with_name("ensemble-serve")
+        .build()
+        .map_err(|e| load_err(e.to_string()))?;
     let (_, env) = ENV.get_or_init(|| (library.to_path_buf(), env));
     Ok(env)
 }

@@ -35,7 +35,14 @@ impl Part {
                 Part::Valid => (r[0], r[0] + r[1]),
                 Part::Test => (r[0] + r[1], 1.0 + f64::EPSILON),
             };
-            return Some((&files.train, Some(RowFilter { seed: split.seed, lo, hi })));
+            return Some((
+                &files.train,
+                Some(RowFilter {
+                    seed: split.seed,
+                    lo,
+                    hi,
+                }),
+            ));
         }
         match self {
             Part::Train => Some((&files.train, None)),
@@ -84,7 +91,11 @@ pub struct SplitStats {
 
 impl SplitStats {
     pub fn label_mean(&self) -> f64 {
-        if self.rows == 0 { 0.0 } else { self.label_sum / self.rows as f64 }
+        if self.rows == 0 {
+            0.0
+        } else {
+            self.label_sum / self.rows as f64
+        }
     }
     pub fn rows_per_second(&self) -> f64 {
         self.rows as f64 / self.seconds.max(1e-9)
@@ -98,7 +109,9 @@ fn stream(
     progress: bool,
     mut visit: impl FnMut(&super::RawRow<'_>) -> Result<(), (usize, String)>,
 ) -> Result<SplitStats, DataError> {
-    let Some((path, filter)) = part.source(spec) else { return Ok(SplitStats::default()) };
+    let Some((path, filter)) = part.source(spec) else {
+        return Ok(SplitStats::default());
+    };
     let read = Arc::new(AtomicU64::new(0));
     let mut reader = RowReader::open(spec, path, read.clone())?;
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -115,7 +128,10 @@ fn stream(
                 stats.rows += 1;
                 stats.label_sum += label as f64;
             }
-            Err((field, reason)) => reader.reject(line, format!("field '{}': {reason}", spec.fields[field].name))?,
+            Err((field, reason)) => reader.reject(
+                line,
+                format!("field '{}': {reason}", spec.fields[field].name),
+            )?,
         }
         if stats.rows % 65_536 == 0 {
             if let Some(b) = &bar {
@@ -135,7 +151,9 @@ fn stream(
 /// Pass 1: counts values on the training part and fits the encoder.
 pub fn fit_encoder(spec: &DatasetSpec, progress: bool) -> Result<(Encoder, SplitStats), DataError> {
     let mut counter = VocabCounter::new(spec);
-    let stats = stream(spec, Part::Train, progress, |row| counter.add_row(row.cells()))?;
+    let stats = stream(spec, Part::Train, progress, |row| {
+        counter.add_row(row.cells())
+    })?;
     Ok((counter.into_encoder(spec), stats))
 }
 
@@ -152,7 +170,8 @@ pub fn encode_file(
     let mut sink_error = None;
     let mut stats = stream(spec, part, progress, |row| {
         for (i, f) in encoder.fields.iter().enumerate() {
-            f.encode_text(row.cell(i), &mut ids[encoder.slots(i)]).map_err(|e| (i, e))?;
+            f.encode_text(row.cell(i), &mut ids[encoder.slots(i)])
+                .map_err(|e| (i, e))?;
         }
         for (i, f) in encoder.fields.iter().enumerate() {
             let (o, n) = &mut oov[i];

@@ -29,7 +29,11 @@ pub fn inspect(spec: &DatasetSpec, progress: bool) -> Result<InspectReport, Data
             parts.push((part, stats));
         }
     }
-    Ok(InspectReport { encoder, fit, parts })
+    Ok(InspectReport {
+        encoder,
+        fit,
+        parts,
+    })
 }
 
 impl InspectReport {
@@ -41,7 +45,13 @@ impl InspectReport {
     pub fn render(&self, spec: &DatasetSpec) -> String {
         let mut splits = Table::new();
         splits.load_preset(UTF8_FULL_CONDENSED).set_header([
-            "split", "rows", "label mean", "skipped", "encode s", "rows/s", "MB/s",
+            "split",
+            "rows",
+            "label mean",
+            "skipped",
+            "encode s",
+            "rows/s",
+            "MB/s",
         ]);
         for (part, s) in &self.parts {
             splits.add_row([
@@ -55,15 +65,31 @@ impl InspectReport {
             ]);
         }
         let mut fields = Table::new();
-        fields.load_preset(UTF8_FULL_CONDENSED).set_header(["field", "kind", "vocabulary", "OOV valid", "OOV test"]);
+        fields.load_preset(UTF8_FULL_CONDENSED).set_header([
+            "field",
+            "kind",
+            "vocabulary",
+            "OOV valid",
+            "OOV test",
+        ]);
         for (i, f) in self.encoder.fields.iter().enumerate() {
-            let oov = |p| self.stats(p).and_then(|s| s.oov.get(i)).map_or("-".into(), |&(o, n)| rate(o, n));
+            let oov = |p| {
+                self.stats(p)
+                    .and_then(|s| s.oov.get(i))
+                    .map_or("-".into(), |&(o, n)| rate(o, n))
+            };
             let kind = match &f.spec.kind {
                 FieldKind::Categorical => "categorical".to_string(),
                 FieldKind::NumericBucket => "numeric_bucket".to_string(),
                 FieldKind::Sequence { max_len, .. } => format!("sequence ≤{max_len}"),
             };
-            fields.add_row([f.spec.name.clone(), kind, f.vocab.size().to_string(), oov(Part::Valid), oov(Part::Test)]);
+            fields.add_row([
+                f.spec.name.clone(),
+                kind,
+                f.vocab.size().to_string(),
+                oov(Part::Valid),
+                oov(Part::Test),
+            ]);
         }
         let mut out = format!(
             "dataset {} ({:?}), vocabulary pass: {} rows in {:.3} s ({:.0} rows/s)\n{splits}\n{fields}\n",
@@ -74,9 +100,17 @@ impl InspectReport {
             self.fit.rows_per_second()
         );
         out.push_str("vocabulary = kept values + padding (id 0) + OOV; OOV = share of looked-up ids that are OOV\n");
-        for (part, s) in self.parts.iter().map(|(p, s)| (p.name(), s)).chain([("train (vocabulary pass)", &self.fit)]) {
+        for (part, s) in self
+            .parts
+            .iter()
+            .map(|(p, s)| (p.name(), s))
+            .chain([("train (vocabulary pass)", &self.fit)])
+        {
             if s.rejects.count > 0 {
-                out.push_str(&format!("{part}: {} malformed lines skipped; first ones:\n", s.rejects.count));
+                out.push_str(&format!(
+                    "{part}: {} malformed lines skipped; first ones:\n",
+                    s.rejects.count
+                ));
                 for e in &s.rejects.first {
                     out.push_str(&format!("  {e}\n"));
                 }
@@ -87,5 +121,9 @@ impl InspectReport {
 }
 
 fn rate(oov: u64, n: u64) -> String {
-    if n == 0 { "-".into() } else { format!("{:.3}%", 100.0 * oov as f64 / n as f64) }
+    if n == 0 {
+        "-".into()
+    } else {
+        format!("{:.3}%", 100.0 * oov as f64 / n as f64)
+    }
 }

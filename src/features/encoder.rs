@@ -5,6 +5,7 @@
 //! Row layout: one id per scalar field (in field order), then `max_len` ids per sequence field.
 use std::path::Path;
 
+use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -35,19 +36,40 @@ pub enum ValueError {
 /// A field's vocabulary.
 #[derive(Debug, Clone, Default)]
 pub struct Vocab {
-    ids: FxHashMap<Box<str>, u32>,
+    /// Inline (≤ 24-byte) keys: a lookup compares without chasing a pointer.
+    ids: FxHashMap<CompactString, u32>,
+    /// The same ids keyed by integer, for tokens that are canonical integers (numeric buckets).
+    int_ids: FxHashMap<i64, u32>,
     tokens: Vec<Box<str>>,
 }
 
 impl Vocab {
     pub fn from_tokens(tokens: Vec<Box<str>>) -> Self {
-        let ids = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32 + 1)).collect();
-        Self { ids, tokens }
+        let ids = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (CompactString::from(&**t), i as u32 + 1))
+            .collect();
+        let int_ids = tokens
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| canonical_int(t).map(|v| (v, i as u32 + 1)))
+            .collect();
+        Self {
+            ids,
+            int_ids,
+            tokens,
+        }
     }
     /// The id of `token`, or the OOV id.
     #[inline]
     pub fn id(&self, token: &str) -> u32 {
         self.ids.get(token).copied().unwrap_or(self.oov_id())
+    }
+    /// The id of the token that is the decimal form of `value` (same id as `id(&value.to_string())`).
+    #[inline]
+    pub fn int_id(&self, value: i64) -> u32 {
+        self.int_ids.get(&value).copied().unwrap_or(self.oov_id())
     }
     #[inline]
     pub fn oov_id(&self) -> u32 {
@@ -84,7 +106,9 @@ impl FieldEncoder {
         match &self.spec.kind {
             FieldKind::Categorical => out[0] = self.vocab.id(raw),
             FieldKind::NumericBucket => out[0] = self.bucket_id(raw)?,
-            FieldKind::Sequence { separator, .. } => self.encode_tokens(split_tokens(raw, separator), out),
+            FieldKind::Sequence { separator, .. } => {
+                self.encode_tokens(split_tokens(raw, separator), out)
+            }
         }
         Ok(())
     }
@@ -93,7 +117,7 @@ impl FieldEncoder {
     #[inline]
     fn bucket_id(&self, raw: &str) -> Result<u32, String> {
         match bucket_token(raw)? {
-            Some(bucket) => Ok(self.vocab.id(itoa::Buffer::new().format(bucket))),
+            Some(bucket) => Ok(self.vocab.int_id(bucket)),
             None => Ok(self.vocab.id("")),
         }
     }
@@ -120,6 +144,12 @@ impl FieldEncoder {
             (v, _) => self.encode_text(&json_text(v)?, out),
         }
     }
+}
+
+/// `Some(v)` when `token` is exactly how `v` prints (so integer and text lookups agree).
+fn canonical_int(token: &str) -> Option<i64> {
+    let v: i64 = token.parse().ok()?;
+    (itoa::Buffer::new().format(v) == token).then_some(v)
 }
 
 /// Tokens of a sequence cell; an empty cell has none.
@@ -183,7 +213,13 @@ impl Encoder {
             offsets[i] = next;
             next += f.width();
         }
-        Self { dataset, fields, group, offsets, width: next }
+        Self {
+            dataset,
+            fields,
+            group,
+            offsets,
+            width: next,
+        }
     }
 
     /// Ids per encoded row.
@@ -209,11 +245,16 @@ impl Encoder {
         for (i, f) in self.fields.iter().enumerate() {
             let slots = &mut out[self.slots(i)];
             match object.get(&f.spec.name) {
-                Some(v) => f
-                    .encode_json(v, slots)
-                    .map_err(|reason| ValueError::Bad { field: f.spec.name.clone(), reason })?,
+                Some(v) => f.encode_json(v, slots).map_err(|reason| ValueError::Bad {
+                    field: f.spec.name.clone(),
+                    reason,
+                })?,
                 None if missing_as_oov => slots.fill(f.vocab.oov_id()),
-                None => return Err(ValueError::Missing { field: f.spec.name.clone() }),
+                None => {
+                    return Err(ValueError::Missing {
+                        field: f.spec.name.clone(),
+                    })
+                }
             }
         }
         Ok(())
@@ -223,12 +264,21 @@ impl Encoder {
     pub fn save(&self, path: &Path) -> Result<(), FeatureError> {
         let file = EncoderFile::from(self);
         let bytes = serde_json::to_vec(&file).expect("encoder serialises");
-        crate::data::atomic_write(path, &bytes).map_err(|e| FeatureError::Io { path: path.into(), source: e })
+        crate::data::atomic_write(path, &bytes).map_err(|e| FeatureError::Io {
+            path: path.into(),
+            source: e,
+        })
     }
 
     pub fn load(path: &Path) -> Result<Self, FeatureError> {
-        let bytes = std::fs::read(path).map_err(|e| FeatureError::Io { path: path.into(), source: e })?;
-        let bad = |reason: String| FeatureError::Encoder { path: path.into(), reason };
+        let bytes = std::fs::read(path).map_err(|e| FeatureError::Io {
+            path: path.into(),
+            source: e,
+        })?;
+        let bad = |reason: String| FeatureError::Encoder {
+            path: path.into(),
+            reason,
+        };
         let file: EncoderFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         if file.format != ENCODER_FORMAT || file.version != ENCODER_VERSION {
             return Err(bad(format!(
@@ -269,7 +319,10 @@ impl From<&Encoder> for EncoderFile {
             fields: e
                 .fields
                 .iter()
-                .map(|f| FieldFile { spec: f.spec.clone(), tokens: f.vocab.tokens().to_vec() })
+                .map(|f| FieldFile {
+                    spec: f.spec.clone(),
+                    tokens: f.vocab.tokens().to_vec(),
+                })
                 .collect(),
         }
     }
@@ -277,8 +330,14 @@ impl From<&Encoder> for EncoderFile {
 
 impl From<EncoderFile> for Encoder {
     fn from(f: EncoderFile) -> Self {
-        let fields =
-            f.fields.into_iter().map(|ff| FieldEncoder { spec: ff.spec, vocab: Vocab::from_tokens(ff.tokens) }).collect();
+        let fields = f
+            .fields
+            .into_iter()
+            .map(|ff| FieldEncoder {
+                spec: ff.spec,
+                vocab: Vocab::from_tokens(ff.tokens),
+            })
+            .collect();
         Encoder::new(f.dataset, fields, f.group)
     }
 }

@@ -1,4 +1,5 @@
 //! Counting values on the training split and turning the counts into vocabularies.
+use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 
 use super::encoder::{bucket_token, split_tokens, Encoder, FieldEncoder, Vocab};
@@ -7,7 +8,7 @@ use super::spec::{DatasetSpec, FieldKind};
 /// Per-field value counts; memory grows with the number of distinct values, not rows.
 #[derive(Debug)]
 pub struct VocabCounter {
-    counts: Vec<FxHashMap<Box<str>, u64>>,
+    counts: Vec<FxHashMap<CompactString, u64>>,
     kinds: Vec<FieldKind>,
 }
 
@@ -39,7 +40,10 @@ impl VocabCounter {
     }
 
     /// Validates every cell of a row before counting any, so a malformed row leaves no partial counts.
-    pub fn add_row<'a>(&mut self, cells: impl Iterator<Item = &'a str> + Clone) -> Result<(), (usize, String)> {
+    pub fn add_row<'a>(
+        &mut self,
+        cells: impl Iterator<Item = &'a str> + Clone,
+    ) -> Result<(), (usize, String)> {
         for (i, raw) in cells.clone().enumerate() {
             if matches!(self.kinds[i], FieldKind::NumericBucket) {
                 bucket_token(raw).map_err(|e| (i, e))?;
@@ -59,10 +63,17 @@ impl VocabCounter {
             .zip(self.counts)
             .map(|(f, counts)| {
                 let min = f.min_count.unwrap_or(spec.min_count).max(1) as u64;
-                let mut kept: Vec<(Box<str>, u64)> = counts.into_iter().filter(|(_, c)| *c >= min).collect();
+                let mut kept: Vec<(CompactString, u64)> =
+                    counts.into_iter().filter(|(_, c)| *c >= min).collect();
                 kept.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                let tokens = kept.into_iter().map(|(t, _)| t).collect();
-                FieldEncoder { spec: f.clone(), vocab: Vocab::from_tokens(tokens) }
+                let tokens = kept
+                    .into_iter()
+                    .map(|(t, _)| Box::from(t.as_str()))
+                    .collect();
+                FieldEncoder {
+                    spec: f.clone(),
+                    vocab: Vocab::from_tokens(tokens),
+                }
             })
             .collect();
         Encoder::new(spec.name.clone(), fields, spec.group.clone())
@@ -70,11 +81,11 @@ impl VocabCounter {
 }
 
 #[inline]
-fn bump(map: &mut FxHashMap<Box<str>, u64>, token: &str) {
+fn bump(map: &mut FxHashMap<CompactString, u64>, token: &str) {
     match map.get_mut(token) {
         Some(c) => *c += 1,
         None => {
-            map.insert(token.into(), 1);
+            map.insert(CompactString::from(token), 1);
         }
     }
 }

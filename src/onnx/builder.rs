@@ -2,9 +2,10 @@
 use prost::Message;
 
 use super::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension::Value as DimValue,
-    tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType,
+    tensor_shape_proto::dimension::Value as DimValue, tensor_shape_proto::Dimension, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use super::{IR_VERSION, OPSET};
 
@@ -25,7 +26,13 @@ pub struct GraphBuilder {
 
 impl GraphBuilder {
     pub fn new(name: &str) -> Self {
-        Self { graph: GraphProto { name: Some(name.to_string()), ..Default::default() }, next_id: 0 }
+        Self {
+            graph: GraphProto {
+                name: Some(name.to_string()),
+                ..Default::default()
+            },
+            next_id: 0,
+        }
     }
 
     /// A fresh value name that starts with `hint`.
@@ -77,7 +84,13 @@ impl GraphBuilder {
     }
 
     /// Adds `op(inputs)` writing to the given output name (e.g. a graph output).
-    pub fn op_into(&mut self, op: &str, inputs: &[&str], output: &str, attributes: Vec<AttributeProto>) {
+    pub fn op_into(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        output: &str,
+        attributes: Vec<AttributeProto>,
+    ) {
         let name = self.fresh(&format!("n_{}", op.to_ascii_lowercase()));
         self.graph.node.push(NodeProto {
             name: Some(name),
@@ -94,7 +107,10 @@ impl GraphBuilder {
             ir_version: Some(IR_VERSION),
             producer_name: Some("ensemble-serve".into()),
             producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) }],
+            opset_import: vec![OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(OPSET),
+            }],
             graph: Some(self.graph),
             ..Default::default()
         }
@@ -107,7 +123,12 @@ pub fn to_bytes(model: &ModelProto) -> Vec<u8> {
 }
 
 pub fn attr_int(name: &str, value: i64) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Int as i32), i: Some(value), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(value),
+        ..Default::default()
+    }
 }
 
 pub fn attr_ints(name: &str, values: &[i64]) -> AttributeProto {
@@ -120,7 +141,12 @@ pub fn attr_ints(name: &str, values: &[i64]) -> AttributeProto {
 }
 
 pub fn attr_float(name: &str, value: f32) -> AttributeProto {
-    AttributeProto { name: Some(name.into()), r#type: Some(AttributeType::Float as i32), f: Some(value), ..Default::default() }
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Float as i32),
+        f: Some(value),
+        ..Default::default()
+    }
 }
 
 fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
@@ -134,10 +160,16 @@ fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
             ..Default::default()
         })
         .collect();
-    let tensor = type_proto::Tensor { elem_type: Some(elem as i32), shape: Some(TensorShapeProto { dim }) };
+    let tensor = type_proto::Tensor {
+        elem_type: Some(elem as i32),
+        shape: Some(TensorShapeProto { dim }),
+    };
     ValueInfoProto {
         name: Some(name.into()),
-        r#type: Some(TypeProto { value: Some(type_proto::Value::TensorType(tensor)), ..Default::default() }),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(tensor)),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
