@@ -3,6 +3,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use ensemble_serve::config;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "serve",
@@ -71,6 +73,59 @@ pub struct TrainArgs {
     /// Random seed (overrides `seed`).
     #[arg(long)]
     pub seed: Option<u64>,
+    #[command(flatten)]
+    pub overrides: TrainOverrides,
+    #[command(flatten)]
+    pub location: DataLocation,
+    /// Hide progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Flags that override keys of the training config.
+#[derive(Debug, Args, Default)]
+pub struct TrainOverrides {
+    /// Dataset spec (overrides `dataset`).
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Framework (overrides `framework`).
+    #[arg(long)]
+    pub framework: Option<String>,
+    /// Comma-separated student types (overrides `students`), e.g. mlp,mlp,mlp or pnn,final,ecn.
+    #[arg(long, value_delimiter = ',')]
+    pub students: Option<Vec<String>>,
+    /// Maximum epochs (overrides `max_epochs`).
+    #[arg(long)]
+    pub max_epochs: Option<usize>,
+    /// Batch size (overrides `batch_size`).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Run name (overrides `name`).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+impl TrainOverrides {
+    pub fn apply(&self, cfg: &mut config::TrainConfig) {
+        if let Some(v) = &self.dataset {
+            cfg.dataset = v.clone();
+        }
+        if let Some(v) = &self.framework {
+            cfg.framework = v.clone();
+        }
+        if let Some(v) = &self.students {
+            cfg.students = v.clone();
+        }
+        if let Some(v) = self.max_epochs {
+            cfg.max_epochs = v;
+        }
+        if let Some(v) = self.batch_size {
+            cfg.batch_size = v;
+        }
+        if let Some(v) = &self.name {
+            cfg.name = v.clone();
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -87,6 +87,14 @@ pub struct TrainConfig {
     pub seed: u64,
     /// "cpu", "cuda" or "auto".
     pub device: String,
+    /// libtorch intra-op threads (0 = libtorch's default: all cores).
+    pub threads: usize,
+    /// CETNet's weight α on the symmetric-KL collaborative loss.
+    pub cetnet_alpha: f64,
+    /// Singular-value threshold τ of knowledge abundance.
+    pub ka_tau: f64,
+    /// Run name (directory under runs/); empty = "<dataset>_<framework>".
+    pub name: String,
 }
 
 impl Default for TrainConfig {
@@ -106,6 +114,10 @@ impl Default for TrainConfig {
             patience: 2,
             seed: 2024,
             device: "auto".into(),
+            threads: 0,
+            cetnet_alpha: 0.1,
+            ka_tau: 0.05,
+            name: String::new(),
         }
     }
 }

@@ -5,6 +5,11 @@
 pub mod config;
 pub mod data;
 pub mod features;
+pub mod metrics;
+#[cfg(feature = "train")]
+pub mod model;
 pub mod onnx;
 pub mod paths;
 pub mod runtime;
+#[cfg(feature = "train")]
+pub mod train;

@@ -40,9 +40,7 @@ fn init_logging(format: cli::LogFormat) {
 fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Run(args) => run_server(args),
-        Command::Train(_) => {
-            bail!("`serve train` is not implemented yet (the training issue); nothing was written")
-        }
+        Command::Train(args) => run_train(args),
         Command::Export(_) => {
             bail!("`serve export` is not implemented yet (the export issue); nothing was written")
         }
@@ -159,4 +157,45 @@ fn apply_overrides(spec: &mut features::DatasetSpec, args: &cli::InspectArgs) {
             cli::Policy::Fail => features::ErrorPolicy::Fail,
         };
     }
+}
+
+#[cfg(feature = "train")]
+fn run_train(args: cli::TrainArgs) -> Result<()> {
+    use ensemble_serve::train;
+    let mut cfg: config::TrainConfig = config::load(&args.config)?;
+    if let Some(d) = args.device {
+        cfg.device = d;
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    args.overrides.apply(&mut cfg);
+    let spec = features::DatasetSpec::load(&cfg.dataset, &args.location.data_dir)?;
+    let data = data::Dataset::open(&spec, &paths::cache_dir().join("datasets"), true)?;
+    tracing::info!(dataset = %spec.name, rows = data.train.rows, cached = data.from_cache, "training data ready");
+    let name = if cfg.name.is_empty() {
+        format!("{}_{}", spec.name, cfg.framework)
+    } else {
+        cfg.name.clone()
+    };
+    let outcome = train::train(&cfg, &data, !args.quiet, |e| {
+        tracing::info!("{}", train::report::epoch_line(e))
+    })?;
+    let dir = args
+        .output
+        .unwrap_or_else(|| std::path::PathBuf::from("runs").join(&name));
+    let dir = train::report::write_run(&dir, &cfg, &outcome, &data)
+        .with_context(|| format!("writing {}", dir.display()))?;
+    print!("{}", train::report::markdown(&cfg, &outcome, &data));
+    println!(
+        "
+run written to {}",
+        dir.display()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "train"))]
+fn run_train(_: cli::TrainArgs) -> Result<()> {
+    bail!("this binary was built without the `train` feature (no libtorch); build with default features to train")
 }

@@ -1,0 +1,56 @@
+//! Students (one file each) and the ensemble frameworks. Every layer type holds its tch forward pass and
+//! its ONNX emission side by side, so the trained graph and the served graph cannot drift.
+pub mod embedding;
+pub mod ensemble;
+pub mod layers;
+pub mod mlp;
+
+use tch::{nn, Tensor};
+
+use crate::onnx::GraphBuilder;
+pub use embedding::{FieldEmbedding, FieldLayout};
+pub use ensemble::{Ensemble, Framework, Outputs};
+
+/// Hyper-parameters shared by the students.
+#[derive(Debug, Clone)]
+pub struct StudentConfig {
+    pub hidden_units: Vec<i64>,
+    pub batch_norm: bool,
+    pub dropout: f64,
+}
+
+/// A sub-network: field embeddings (B × F × d) → a representation → one logit.
+pub trait Student {
+    fn kind(&self) -> &'static str;
+    /// B × F × d → B × `hidden_dim()`.
+    fn hidden(&self, emb: &Tensor, train: bool) -> Tensor;
+    fn hidden_dim(&self) -> i64;
+    /// The student's own output layer.
+    fn head(&self) -> &layers::Dense;
+    /// The ONNX twin of [`Student::hidden`]: `emb` names a B × F × d value.
+    fn emit_hidden(&self, g: &mut GraphBuilder, emb: &str) -> String;
+    /// Weight matrices of its linear layers (for knowledge abundance).
+    fn linear_weights(&self) -> Vec<Tensor>;
+
+    fn logit(&self, emb: &Tensor, train: bool) -> Tensor {
+        self.head().forward(&self.hidden(emb, train), train)
+    }
+    fn emit_logit(&self, g: &mut GraphBuilder, emb: &str) -> String {
+        let h = self.emit_hidden(g, emb);
+        self.head().emit(g, &h)
+    }
+}
+
+/// The student registry: adding a type is one file and one line here.
+pub fn build_student(
+    kind: &str,
+    vs: nn::Path,
+    fields: i64,
+    dim: i64,
+    cfg: &StudentConfig,
+) -> Result<Box<dyn Student>, String> {
+    match kind {
+        "mlp" => Ok(Box::new(mlp::MlpStudent::new(vs, fields, dim, cfg))),
+        other => Err(format!("unknown student type '{other}' (known: mlp)")),
+    }
+}
