@@ -80,6 +80,11 @@ pub struct TrainArgs {
     /// Hide progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Do not export the trained run to an ONNX artifact.
+    #[arg(long)]
+    pub no_export: bool,
+    #[command(flatten)]
+    pub target: ExportTarget,
 }
 
 /// Flags that override keys of the training config.
@@ -132,6 +137,28 @@ impl TrainOverrides {
 pub struct ExportArgs {
     /// A finished run directory (runs/<name>).
     pub run_dir: PathBuf,
+    #[command(flatten)]
+    pub target: ExportTarget,
+}
+
+/// Where and under which name/version an artifact is written.
+#[derive(Debug, Args, Clone)]
+pub struct ExportTarget {
+    /// Artifacts go to <models-dir>/<name>/<version>/.
+    #[arg(long, env = "SERVE_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Model name (default: the run directory's name).
+    #[arg(long = "model-name")]
+    pub model_name: Option<String>,
+    /// Model version (default: UTC timestamp).
+    #[arg(long = "model-version")]
+    pub model_version: Option<String>,
+    /// ONNX Runtime shared library for the latency profile (default: ORT_DYLIB_PATH, else the setup cache).
+    #[arg(long, env = "SERVE_ORT_LIB")]
+    pub ort_lib: Option<PathBuf>,
+    /// Runs per batch size in the manifest's latency profile.
+    #[arg(long, default_value_t = 200)]
+    pub profile_runs: usize,
 }
 
 #[derive(Debug, Args)]

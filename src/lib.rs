@@ -2,8 +2,11 @@
 //!
 //! The modules follow the data path: `features` (shared by training and serving) → `data` → `onnx`
 //! (graph writer) → `runtime` (ONNX Runtime) → `serve`.
+pub mod artifact;
 pub mod config;
 pub mod data;
+#[cfg(feature = "train")]
+pub mod export;
 pub mod features;
 pub mod metrics;
 #[cfg(feature = "train")]

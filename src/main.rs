@@ -26,8 +26,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: cli::LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,ort=warn".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -41,9 +41,7 @@ fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Run(args) => run_server(args),
         Command::Train(args) => run_train(args),
-        Command::Export(_) => {
-            bail!("`serve export` is not implemented yet (the export issue); nothing was written")
-        }
+        Command::Export(args) => run_export(&args.run_dir, &args.target),
         Command::Eval(_) => bail!("`serve eval` is not implemented yet; nothing was read"),
         Command::Data(cmd) => run_data(cmd),
     }
@@ -187,12 +185,31 @@ fn run_train(args: cli::TrainArgs) -> Result<()> {
     let dir = train::report::write_run(&dir, &cfg, &outcome, &data)
         .with_context(|| format!("writing {}", dir.display()))?;
     print!("{}", train::report::markdown(&cfg, &outcome, &data));
-    println!(
-        "
-run written to {}",
-        dir.display()
-    );
+    println!("\nrun written to {}", dir.display());
+    if !args.no_export {
+        run_export(&dir, &args.target)?;
+    }
     Ok(())
+}
+
+#[cfg(feature = "train")]
+fn run_export(run: &std::path::Path, target: &cli::ExportTarget) -> Result<()> {
+    let opts = ensemble_serve::export::ExportOptions {
+        models_dir: target.models_dir.clone(),
+        name: target.model_name.clone(),
+        version: target.model_version.clone(),
+        ort_library: runtime::resolve_library(target.ort_lib.as_deref()),
+        profile_runs: target.profile_runs,
+    };
+    let dir = ensemble_serve::export::export_run(run, &opts)
+        .with_context(|| format!("exporting {}", run.display()))?;
+    println!("artifact written to {}", dir.display());
+    Ok(())
+}
+
+#[cfg(not(feature = "train"))]
+fn run_export(_: &std::path::Path, _: &cli::ExportTarget) -> Result<()> {
+    bail!("this binary was built without the `train` feature (no libtorch); build with default features to export")
 }
 
 #[cfg(not(feature = "train"))]

@@ -52,3 +52,77 @@ pub fn resolve_library(explicit: Option<&Path>) -> PathBuf {
         .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
         .unwrap_or_else(crate::paths::default_ort_library)
 }
+
+/// One ONNX graph in one ORT session, fed from encoded rows (the layout of [`crate::features::Encoder`]).
+pub struct GraphSession {
+    session: ort::session::Session,
+    scalars: usize,
+    /// (input name, first slot, max_len) per sequence field.
+    sequences: Vec<(String, usize, usize)>,
+}
+
+impl GraphSession {
+    pub fn load(
+        env: &Environment,
+        path: &Path,
+        schema: &crate::artifact::InputSchema,
+        encoder: &crate::features::Encoder,
+        intra_threads: usize,
+    ) -> Result<Self, ort::Error> {
+        let session = ort::session::Session::builder(env)?
+            .with_intra_threads(intra_threads.max(1))?
+            .commit_from_file(path)?;
+        let sequences = schema
+            .sequences
+            .iter()
+            .map(|s| {
+                let i = encoder
+                    .fields
+                    .iter()
+                    .position(|f| f.spec.name == s.field)
+                    .expect("schema matches encoder");
+                (s.input.clone(), encoder.slots(i).start, s.max_len)
+            })
+            .collect();
+        Ok(Self {
+            session,
+            scalars: schema.field_ids.len(),
+            sequences,
+        })
+    }
+
+    /// Runs `rows` encoded rows (row-major, `width` ids each); returns `output` as a flat row-major vector.
+    pub fn run(
+        &mut self,
+        ids: &[u32],
+        width: usize,
+        output: &str,
+    ) -> Result<(Vec<f32>, usize), ort::Error> {
+        let rows = ids.len() / width.max(1);
+        let column = |start: usize, len: usize| {
+            let mut v = Vec::with_capacity(rows * len);
+            for r in 0..rows {
+                v.extend(
+                    ids[r * width + start..r * width + start + len]
+                        .iter()
+                        .map(|&x| x as i64),
+                );
+            }
+            ndarray::Array2::from_shape_vec((rows, len), v).expect("shape")
+        };
+        let mut inputs: Vec<(String, ort::value::DynValue)> = vec![(
+            "field_ids".into(),
+            ort::value::Tensor::from_array(column(0, self.scalars))?.into_dyn(),
+        )];
+        for (name, start, len) in &self.sequences {
+            inputs.push((
+                name.clone(),
+                ort::value::Tensor::from_array(column(*start, *len))?.into_dyn(),
+            ));
+        }
+        let outputs = self.session.run(inputs)?;
+        let (shape, data) = outputs[output].try_extract_tensor::<f32>()?;
+        let cols = shape.get(1).copied().unwrap_or(1) as usize;
+        Ok((data.to_vec(), cols))
+    }
+}

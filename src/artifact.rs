@@ -1,0 +1,244 @@
+//! The model artifact: `models/<name>/<version>/` with `manifest.json`, `ensemble.onnx`, `student_<k>.onnx`
+//! and the feature encoder. This is the whole contract between training and serving.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::{Encoder, FeatureError};
+
+pub const MANIFEST_FORMAT: &str = "ensemble-serve/model";
+pub const MANIFEST_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Encoder(#[from] FeatureError),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Metric {
+    pub auc: f64,
+    pub logloss: f64,
+}
+
+/// Median and p99 of in-process ONNX Runtime run time (µs) at one batch size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LatencyPoint {
+    pub batch_size: usize,
+    pub median_us: f64,
+    pub p99_us: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphKind {
+    Ensemble,
+    Student,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GraphEntry {
+    pub file: String,
+    pub kind: GraphKind,
+    /// Student index (students only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// Student type, or the framework for the ensemble.
+    pub model_type: String,
+    pub parameters: u64,
+    pub file_bytes: u64,
+    /// blake3 of the file, checked at load.
+    pub blake3: String,
+    pub valid: Metric,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<Metric>,
+    pub latency: Vec<LatencyPoint>,
+}
+
+/// A sequence input: `seq_<name>` of shape [batch, max_len].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SequenceInput {
+    pub field: String,
+    pub input: String,
+    pub max_len: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InputSchema {
+    /// Scalar fields in the column order of the `field_ids` input.
+    pub field_ids: Vec<String>,
+    pub sequences: Vec<SequenceInput>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub format_version: u32,
+    pub name: String,
+    pub version: String,
+    pub created_at: String,
+    pub git_commit: Option<String>,
+    pub config_hash: String,
+    pub dataset: String,
+    pub framework: String,
+    pub encoder: String,
+    pub inputs: InputSchema,
+    pub graphs: Vec<GraphEntry>,
+    /// Index (into the students) of the one with the highest validation AUC.
+    pub best_student: usize,
+    pub execution_provider: String,
+}
+
+impl Manifest {
+    pub fn students(&self) -> impl Iterator<Item = &GraphEntry> {
+        self.graphs.iter().filter(|g| g.kind == GraphKind::Student)
+    }
+    pub fn ensemble(&self) -> Option<&GraphEntry> {
+        self.graphs.iter().find(|g| g.kind == GraphKind::Ensemble)
+    }
+}
+
+/// The input schema the encoder implies (what every graph must take).
+pub fn input_schema(encoder: &Encoder) -> InputSchema {
+    let mut order: Vec<usize> = (0..encoder.fields.len()).collect();
+    order.sort_by_key(|&i| encoder.slots(i).start);
+    let (mut field_ids, mut sequences) = (Vec::new(), Vec::new());
+    for i in order {
+        let f = &encoder.fields[i];
+        match &f.spec.kind {
+            crate::features::FieldKind::Sequence { max_len, .. } => sequences.push(SequenceInput {
+                field: f.spec.name.clone(),
+                input: format!("seq_{}", f.spec.name),
+                max_len: *max_len,
+            }),
+            _ => field_ids.push(f.spec.name.clone()),
+        }
+    }
+    InputSchema {
+        field_ids,
+        sequences,
+    }
+}
+
+/// A loaded, checked artifact directory.
+pub struct Artifact {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub encoder: Encoder,
+}
+
+impl Artifact {
+    /// Reads the manifest and encoder and checks every graph file's presence, size and hash, and that the
+    /// manifest's input schema is the one the encoder implies.
+    pub fn load(dir: &Path) -> Result<Self, ArtifactError> {
+        let mpath = dir.join("manifest.json");
+        let invalid = |path: &Path, reason: String| ArtifactError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = std::fs::read(&mpath).map_err(|e| invalid(&mpath, e.to_string()))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(&mpath, e.to_string()))?;
+        if manifest.format != MANIFEST_FORMAT || manifest.format_version != MANIFEST_VERSION {
+            return Err(invalid(
+                &mpath,
+                format!(
+                    "format '{}' v{} (this build reads '{MANIFEST_FORMAT}' v{MANIFEST_VERSION})",
+                    manifest.format, manifest.format_version
+                ),
+            ));
+        }
+        let encoder = Encoder::load(&dir.join(&manifest.encoder))?;
+        let implied = input_schema(&encoder);
+        if implied != manifest.inputs {
+            return Err(invalid(
+                &mpath,
+                format!(
+                    "input schema {:?} does not match the encoder's {:?}",
+                    manifest.inputs, implied
+                ),
+            ));
+        }
+        if manifest.ensemble().is_none() {
+            return Err(invalid(&mpath, "no ensemble graph listed".into()));
+        }
+        if manifest.best_student >= manifest.students().count() {
+            return Err(invalid(
+                &mpath,
+                format!(
+                    "best_student {} is not a listed student",
+                    manifest.best_student
+                ),
+            ));
+        }
+        for g in &manifest.graphs {
+            let path = dir.join(&g.file);
+            let data = std::fs::read(&path).map_err(|e| invalid(&path, e.to_string()))?;
+            if data.len() as u64 != g.file_bytes {
+                return Err(invalid(
+                    &path,
+                    format!(
+                        "{} bytes, manifest says {} (truncated or replaced)",
+                        data.len(),
+                        g.file_bytes
+                    ),
+                ));
+            }
+            let hash = blake3::hash(&data).to_hex().to_string();
+            if hash != g.blake3 {
+                return Err(invalid(
+                    &path,
+                    "content hash differs from the manifest's".into(),
+                ));
+            }
+            check_graph_inputs(&data, &manifest.inputs).map_err(|reason| invalid(&path, reason))?;
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            encoder,
+        })
+    }
+}
+
+/// The graph's declared inputs must be exactly `field_ids` [batch, F] and each `seq_<name>` [batch, max_len].
+fn check_graph_inputs(bytes: &[u8], schema: &InputSchema) -> Result<(), String> {
+    use crate::onnx::proto::{tensor_shape_proto::dimension::Value, type_proto, ModelProto};
+    use prost::Message;
+    let model = ModelProto::decode(bytes).map_err(|e| format!("not an ONNX model: {e}"))?;
+    let graph = model.graph.ok_or("ONNX model without a graph")?;
+    let mut want: Vec<(String, i64)> = vec![("field_ids".into(), schema.field_ids.len() as i64)];
+    want.extend(
+        schema
+            .sequences
+            .iter()
+            .map(|s| (s.input.clone(), s.max_len as i64)),
+    );
+    let got: Vec<(String, i64)> = graph
+        .input
+        .iter()
+        .map(|vi| {
+            let width = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+                Some(type_proto::Value::TensorType(t)) => t
+                    .shape
+                    .as_ref()
+                    .and_then(|s| s.dim.get(1))
+                    .and_then(|d| match d.value {
+                        Some(Value::DimValue(v)) => Some(v),
+                        _ => None,
+                    })
+                    .unwrap_or(-1),
+                _ => -1,
+            };
+            (vi.name.clone().unwrap_or_default(), width)
+        })
+        .collect();
+    if got != want {
+        return Err(format!(
+            "graph inputs {got:?} do not match the manifest's schema {want:?} (name, width)"
+        ));
+    }
+    Ok(())
+}

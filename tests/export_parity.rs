@@ -1,0 +1,168 @@
+//! Export parity on real data: for each framework, a small model trained for one epoch on ml100k_ctr is
+//! exported; ONNX Runtime's outputs on the validation rows match tch's eval outputs (≤ 1e-5, AUC equal to
+//! 6 decimals), every student graph equals the ensemble graph's `student_probabilities` column, and the
+//! artifact passes `onnx.checker.check_model(full_check=True)` when Python's onnx is available.
+#![cfg(feature = "train")]
+mod common;
+
+use ensemble_serve::artifact::{Artifact, GraphKind};
+use ensemble_serve::config::TrainConfig;
+use ensemble_serve::data::Dataset;
+use ensemble_serve::export::{export_run, ExportOptions};
+use ensemble_serve::metrics::auc;
+use ensemble_serve::runtime::{resolve_library, GraphSession};
+use ensemble_serve::train;
+
+const MAX_ROWS: usize = 10_000;
+
+fn small_config(framework: &str, students: &[&str]) -> TrainConfig {
+    TrainConfig {
+        framework: framework.into(),
+        students: students.iter().map(|s| s.to_string()).collect(),
+        hidden_units: vec![64, 32],
+        batch_size: 2048,
+        max_epochs: 1,
+        device: "cpu".into(),
+        ..TrainConfig::default()
+    }
+}
+
+fn check(framework: &str, students: &[&str]) {
+    let data_dir = require_data!();
+    let spec = common::spec("ml100k_ctr", &data_dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Dataset::open(&spec, &tmp.path().join("cache"), false).unwrap();
+    let cfg = small_config(framework, students);
+    let out = train::train(&cfg, &data, false, |_| {}).unwrap();
+    let run = train::report::write_run(&tmp.path().join("run"), &cfg, &out, &data).unwrap();
+    let opts = ExportOptions {
+        models_dir: tmp.path().join("models"),
+        name: Some("m".into()),
+        version: Some("1".into()),
+        ort_library: resolve_library(None),
+        profile_runs: 3,
+    };
+    let dir = export_run(&run, &opts).unwrap();
+    let art = Artifact::load(&dir).unwrap();
+    let env = common::ort_env();
+    let valid = data.valid.as_ref().unwrap();
+    let rows = valid.rows.min(MAX_ROWS);
+    let ids = &valid.ids()[..rows * valid.width];
+    let labels = &valid.labels()[..rows];
+    let (tch_ens, tch_students) = train::predict(&out.ensemble, valid, tch::Device::Cpu);
+
+    let load = |file: &str| {
+        GraphSession::load(env, &dir.join(file), &art.manifest.inputs, &art.encoder, 1).unwrap()
+    };
+    let mut ens = load("ensemble.onnx");
+    let (p, _) = ens.run(ids, valid.width, "probability").unwrap();
+    let (sp, k) = ens.run(ids, valid.width, "student_probabilities").unwrap();
+    assert_eq!(k, students.len());
+    assert_close(
+        &p,
+        &tch_ens[..rows],
+        labels,
+        &format!("{framework} ensemble"),
+    );
+    for g in art
+        .manifest
+        .graphs
+        .iter()
+        .filter(|g| g.kind == GraphKind::Student)
+    {
+        let s = g.index.unwrap();
+        let column: Vec<f32> = (0..rows).map(|r| sp[r * k + s]).collect();
+        assert_close(
+            &column,
+            &tch_students[s][..rows],
+            labels,
+            &format!("{framework} ensemble column {s}"),
+        );
+        let (alone, _) = load(&g.file).run(ids, valid.width, "probability").unwrap();
+        let worst = alone
+            .iter()
+            .zip(&column)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-6,
+            "{framework}: student_{s}.onnx differs from ensemble column by {worst}"
+        );
+    }
+    onnx_checker(&dir);
+}
+
+fn assert_close(ort: &[f32], tch: &[f32], labels: &[f32], what: &str) {
+    let worst = ort
+        .iter()
+        .zip(tch)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "{what}: max |ORT − tch| = {worst}");
+    let (a, b) = (auc(ort, labels).unwrap(), auc(tch, labels).unwrap());
+    assert!(
+        (a - b).abs() < 5e-7,
+        "{what}: AUC {a:.7} (ORT) vs {b:.7} (tch)"
+    );
+    eprintln!("{what}: max |ORT − tch| = {worst:.2e}, AUC {a:.6}");
+}
+
+/// Python's onnx checker, when the setup venv (ENSEMBLE_SERVE_PYTHON) or a python3 with onnx exists.
+fn onnx_checker(dir: &std::path::Path) {
+    let python = std::env::var("ENSEMBLE_SERVE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = "import onnx,sys\nfor f in sys.argv[1:]:\n    onnx.checker.check_model(onnx.load(f), full_check=True)\nprint('ok', len(sys.argv)-1)";
+    let files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+        .map(|p| p.display().to_string())
+        .collect();
+    let has_onnx = std::process::Command::new(&python)
+        .args(["-c", "import onnx"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_onnx {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true but {python} has no onnx (scripts/setup installs it)"
+        );
+        eprintln!("*** SKIPPED onnx.checker: {python} cannot import onnx ***");
+        return;
+    }
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "onnx.checker rejected a graph: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn single_mlp() {
+    check("single", &["mlp"]);
+}
+
+#[test]
+fn mean_fusion() {
+    check("mean", &["mlp", "mlp"]);
+}
+
+#[test]
+fn kdef_three_mlp() {
+    check("kdef", &["mlp", "mlp", "mlp"]);
+}
+
+#[test]
+fn cetnet() {
+    check("cetnet", &["mlp", "mlp"]);
+}
+
+#[test]
+fn concat_fusion() {
+    check("concat", &["mlp", "mlp"]);
+}
