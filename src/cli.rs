@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// Directory of `<name>/<version>/` model artifacts (overrides `models_dir`).
     #[arg(long, env = "SERVE_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
+    /// Model that /v1/score serves (overrides `default_model`).
+    #[arg(long, env = "SERVE_DEFAULT_MODEL")]
+    pub default_model: Option<String>,
     /// ONNX Runtime shared library (overrides `ort_library`; ort's own ORT_DYLIB_PATH is honoured too).
     #[arg(long, env = "SERVE_ORT_LIB")]
     pub ort_lib: Option<PathBuf>,

@@ -45,6 +45,24 @@ pub struct ServerConfig {
     pub execution_provider: String,
     /// Log format: "text" or "json".
     pub log_format: String,
+    /// Rows per batch a graph's queue task forms at most.
+    pub max_batch_size: usize,
+    /// How long a batch waits for more rows after its first request (µs).
+    pub max_queue_delay_us: u64,
+    /// Requests a graph's queue holds; beyond it requests get 503 at once.
+    pub queue_capacity: usize,
+    /// Requests being scored at once; beyond it requests get 429 at once.
+    pub max_in_flight: usize,
+    /// Instances per request at most (413 beyond).
+    pub max_instances: usize,
+    /// Request body size limit in bytes (413 beyond).
+    pub body_limit_bytes: usize,
+    /// Per-request timeout (ms): 504 when a request waits longer.
+    pub request_timeout_ms: u64,
+    /// Latency budget of a request that names none (ms).
+    pub default_budget_ms: f64,
+    /// A missing field encodes as its OOV id instead of a 422.
+    pub missing_as_oov: bool,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +75,15 @@ impl Default for ServerConfig {
             intra_op_threads: 1,
             execution_provider: "cpu".into(),
             log_format: "text".into(),
+            max_batch_size: 256,
+            max_queue_delay_us: 200,
+            queue_capacity: 1024,
+            max_in_flight: 2048,
+            max_instances: 1024,
+            body_limit_bytes: 2 << 20,
+            request_timeout_ms: 2000,
+            default_budget_ms: 10.0,
+            missing_as_oov: false,
         }
     }
 }

@@ -14,5 +14,6 @@ pub mod model;
 pub mod onnx;
 pub mod paths;
 pub mod runtime;
+pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;

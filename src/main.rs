@@ -60,17 +60,20 @@ fn run_server(args: cli::RunArgs) -> Result<()> {
     if let Some(dir) = args.models_dir {
         cfg.models_dir = dir;
     }
+    if let Some(m) = args.default_model {
+        cfg.default_model = m;
+    }
     if let Some(t) = args.threads {
         cfg.intra_op_threads = t;
     }
     let library = runtime::resolve_library(args.ort_lib.as_deref().or(cfg.ort_library.as_deref()));
-    runtime::init(&library)?;
+    let env = runtime::init(&library)?;
     tracing::info!(library = %library.display(), "ONNX Runtime loaded");
-    let model = cfg.models_dir.join(&cfg.default_model);
-    bail!(
-        "no servable model at {}: the HTTP server and the model artifact format land with the serving and export issues",
-        model.display()
-    )
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(ensemble_serve::serve::serve(env, cfg))?;
+    Ok(())
 }
 
 fn run_data(cmd: DataCommand) -> Result<()> {

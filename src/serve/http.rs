@@ -1,0 +1,506 @@
+//! HTTP surface: small handlers over shared state. v1 JSON scoring with latency budgets, KServe v2 / Open
+//! Inference Protocol, health, and Prometheus metrics. Every error is a JSON body with a 4xx/5xx status.
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::sync::Semaphore;
+
+use super::batcher::SubmitError;
+use super::metrics::Metrics;
+use super::model::{LoadedModel, TierRequest};
+
+/// Shared by every handler.
+pub struct AppState {
+    pub models: ArcSwap<HashMap<String, Arc<LoadedModel>>>,
+    pub default_model: String,
+    pub metrics: Arc<Metrics>,
+    pub in_flight: Arc<Semaphore>,
+    pub limits: RequestLimits,
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestLimits {
+    pub max_instances: usize,
+    pub default_budget_ms: f64,
+    pub request_timeout: Duration,
+    pub missing_as_oov: bool,
+}
+
+/// An error answer: status + `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response()
+    }
+}
+
+pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
+    Router::new()
+        .route("/v1/score", post(score_default))
+        .route("/v1/models/{name}/score", post(score_named))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .route(
+            "/v2/health/live",
+            get(|| async { Json(json!({"live": true})) }),
+        )
+        .route("/v2/health/ready", get(ready_v2))
+        .route("/v2/models/{name}", get(v2_metadata))
+        .route("/v2/models/{name}/ready", get(v2_model_ready))
+        .route("/v2/models/{name}/config", get(v2_config))
+        .route("/v2/models/{name}/infer", post(v2_infer))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScoreRequest {
+    instances: Vec<Value>,
+    #[serde(default)]
+    latency_budget_ms: Option<f64>,
+    #[serde(default)]
+    tier: Option<String>,
+}
+
+async fn score_default(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let name = s.default_model.clone();
+    score(s, name, headers, body).await
+}
+
+async fn score_named(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    score(s, name, headers, body).await
+}
+
+async fn score(
+    s: Arc<AppState>,
+    name: String,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let body = body.map_err(body_error)?;
+        let req: ScoreRequest = serde_json::from_slice(&body).map_err(json_error)?;
+        let budget = req.latency_budget_ms.or(header_budget(&headers)?);
+        let tier = req.tier.as_deref().unwrap_or("auto");
+        let out = run_scoring(&s, &name, req.instances, budget, tier, started).await?;
+        Ok::<_, ApiError>(Json(out).into_response())
+    }
+    .await;
+    result.unwrap_or_else(|e| {
+        s.metrics
+            .requests
+            .with_label_values(&[&name, "none", e.status.as_str()])
+            .inc();
+        e.into_response()
+    })
+}
+
+fn header_budget(headers: &HeaderMap) -> Result<Option<f64>, ApiError> {
+    let Some(v) = headers.get("x-latency-budget-ms") else {
+        return Ok(None);
+    };
+    let text = v.to_str().unwrap_or("");
+    text.trim().parse::<f64>().map(Some).map_err(|_| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_budget",
+            format!("X-Latency-Budget-Ms '{text}' is not a number"),
+        )
+    })
+}
+
+fn body_error(e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            e.body_text(),
+        )
+    } else {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text())
+    }
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            e.to_string(),
+        ),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("body is not valid JSON: {e}"),
+        ),
+    }
+}
+
+/// Validates, encodes, routes, queues and awaits one scoring request.
+async fn run_scoring(
+    s: &AppState,
+    name: &str,
+    instances: Vec<Value>,
+    budget_ms: Option<f64>,
+    tier: &str,
+    started: Instant,
+) -> Result<Value, ApiError> {
+    let unprocessable =
+        |code, msg: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg);
+    let _permit = s.in_flight.clone().try_acquire_owned().map_err(|_| {
+        s.metrics
+            .rejected
+            .with_label_values(&[name, "too_many_in_flight"])
+            .inc();
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            "too many requests in flight; retry later",
+        )
+    })?;
+    if instances.is_empty() {
+        return Err(unprocessable("no_instances", "'instances' is empty".into()));
+    }
+    if instances.len() > s.limits.max_instances {
+        let msg = format!(
+            "{} instances exceed the limit of {}",
+            instances.len(),
+            s.limits.max_instances
+        );
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_instances",
+            msg,
+        ));
+    }
+    let budget_ms = budget_ms.unwrap_or(s.limits.default_budget_ms);
+    if !budget_ms.is_finite() || budget_ms < 0.0 {
+        return Err(unprocessable(
+            "invalid_budget",
+            format!("latency budget {budget_ms} ms must be a non-negative number"),
+        ));
+    }
+    let request: TierRequest = tier.parse().map_err(|e| unprocessable("invalid_tier", e))?;
+    let model = s.models.load().get(name).cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_model",
+            format!("model '{name}' is not loaded"),
+        )
+    })?;
+    let ids = encode(&model, &instances, s.limits.missing_as_oov)?;
+    let rows = instances.len();
+    let route = model
+        .route(&request, rows, budget_ms * 1000.0)
+        .map_err(|e| unprocessable("invalid_tier", e))?;
+    let tier_label = route.tier.label.clone();
+    s.metrics
+        .routing
+        .with_label_values(&[name, &tier_label, route.reason])
+        .inc();
+    let rx = route.tier.batcher.submit(ids, rows).map_err(|e| {
+        s.metrics
+            .rejected
+            .with_label_values(&[name, "queue_full"])
+            .inc();
+        let msg = if e == SubmitError::QueueFull {
+            "the batch queue is full; retry later"
+        } else {
+            "model is shutting down"
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", msg)
+    })?;
+    let result = tokio::time::timeout(s.limits.request_timeout, rx)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "the request timed out in the queue",
+            )
+        })?
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stopped",
+                "the batcher stopped",
+            )
+        })?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "inference_failed", e))?;
+    let server_us = started.elapsed().as_secs_f64() * 1e6;
+    let met = server_us <= budget_ms * 1000.0;
+    let m = &s.metrics;
+    m.requests
+        .with_label_values(&[name, &tier_label, "200"])
+        .inc();
+    m.request_us
+        .with_label_values(&[name, &tier_label])
+        .observe(server_us);
+    m.budget
+        .with_label_values(&[name, &tier_label, if met { "met" } else { "missed" }])
+        .inc();
+    Ok(json!({
+        "model": model.name,
+        "version": model.version,
+        "served_by": tier_label,
+        "graph": route.tier.file,
+        "probabilities": result.probabilities,
+        "server_time_us": server_us.round(),
+        "queue_time_us": result.queue_us.round(),
+        "inference_time_us": result.run_us.round(),
+        "batch_rows": result.batch_rows,
+        "latency_budget_ms": budget_ms,
+        "budget_met": met,
+        "predicted_miss": route.reason == "fallback",
+    }))
+}
+
+/// Raw instances → encoded rows through the model's encoder (the same functions as training).
+fn encode(
+    model: &LoadedModel,
+    instances: &[Value],
+    missing_as_oov: bool,
+) -> Result<Vec<u32>, ApiError> {
+    let enc = &model.artifact.encoder;
+    let width = enc.width();
+    let mut ids = vec![0u32; instances.len() * width];
+    for (i, inst) in instances.iter().enumerate() {
+        let obj = inst.as_object().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_instance",
+                format!("instance {i} is not a JSON object"),
+            )
+        })?;
+        enc.encode_json_object(obj, missing_as_oov, &mut ids[i * width..(i + 1) * width])
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_instance",
+                    format!("instance {i}: {e}"),
+                )
+            })?;
+    }
+    Ok(ids)
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}
+
+async fn ready(State(s): State<Arc<AppState>>) -> Response {
+    if s.models.load().contains_key(&s.default_model) {
+        "ready".into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the default model is not loaded",
+        )
+        .into_response()
+    }
+}
+
+async fn ready_v2(State(s): State<Arc<AppState>>) -> Response {
+    let ok = !s.models.load().is_empty();
+    (
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(json!({"ready": ok})),
+    )
+        .into_response()
+}
+
+fn model_or_404(s: &AppState, name: &str) -> Result<Arc<LoadedModel>, ApiError> {
+    s.models.load().get(name).cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_model",
+            format!("model '{name}' is not loaded"),
+        )
+    })
+}
+
+async fn v2_metadata(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let m = model_or_404(&s, &name)?;
+    let inputs: Vec<Value> = m
+        .artifact
+        .encoder
+        .fields
+        .iter()
+        .map(|f| json!({"name": f.spec.name, "datatype": "BYTES", "shape": [-1]}))
+        .collect();
+    Ok(Json(json!({
+        "name": m.name,
+        "versions": [m.version],
+        "platform": "ensemble-serve_onnxruntime",
+        "inputs": inputs,
+        "outputs": [{"name": "probability", "datatype": "FP32", "shape": [-1, 1]}],
+    })))
+}
+
+async fn v2_model_ready(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    model_or_404(&s, &name).map(|m| Json(json!({"name": m.name, "ready": true})))
+}
+
+async fn v2_config(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let m = model_or_404(&s, &name)?;
+    let b = &m.tiers[0].batcher;
+    let input: Vec<Value> = m
+        .artifact
+        .encoder
+        .fields
+        .iter()
+        .map(|f| json!({"name": f.spec.name, "data_type": "TYPE_STRING", "dims": [1]}))
+        .collect();
+    Ok(Json(json!({
+        "name": m.name,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "version_policy": {"latest": {"num_versions": 1}},
+        "max_batch_size": b.max_batch_rows,
+        "input": input,
+        "output": [{"name": "probability", "data_type": "TYPE_FP32", "dims": [1]}],
+        "dynamic_batching": {"max_queue_delay_microseconds": b.max_queue_delay.as_micros() as u64},
+        "instance_group": [{"count": 1, "kind": if m.execution_provider == "cuda" { "KIND_GPU" } else { "KIND_CPU" }}],
+        "parameters": {"tiers": {"string_value": m.tiers.iter().map(|t| t.label.clone()).collect::<Vec<_>>().join(",")}},
+    })))
+}
+
+#[derive(Deserialize)]
+struct V2Request {
+    #[serde(default)]
+    id: Option<String>,
+    inputs: Vec<V2Input>,
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct V2Input {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    data: Vec<Value>,
+}
+
+/// Open Inference Protocol: one input tensor per field (BYTES, or numbers), `probability` FP32 [N, 1] out.
+async fn v2_infer(
+    State(s): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        let body = body.map_err(body_error)?;
+        let req: V2Request = serde_json::from_slice(&body).map_err(json_error)?;
+        let instances = v2_instances(&req.inputs)?;
+        let budget = req.parameters.get("latency_budget_ms").and_then(Value::as_f64).or(header_budget(&headers)?);
+        let tier = req.parameters.get("tier").and_then(Value::as_str).unwrap_or("auto").to_string();
+        let n = instances.len();
+        let out = run_scoring(&s, &name, instances, budget, &tier, started).await?;
+        let probs = out["probabilities"].clone();
+        Ok::<_, ApiError>(Json(json!({
+            "model_name": out["model"],
+            "model_version": out["version"],
+            "id": req.id,
+            "parameters": {"served_by": out["served_by"], "server_time_us": out["server_time_us"]},
+            "outputs": [{"name": "probability", "datatype": "FP32", "shape": [n, 1], "data": probs}],
+        }))
+        .into_response())
+    }
+    .await;
+    result.unwrap_or_else(|e| e.into_response())
+}
+
+fn v2_instances(inputs: &[V2Input]) -> Result<Vec<Value>, ApiError> {
+    let bad = |msg: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", msg);
+    let n = inputs.first().map_or(0, |i| i.data.len());
+    let mut rows = vec![Map::new(); n];
+    for input in inputs {
+        if !matches!(
+            input.datatype.as_str(),
+            "BYTES" | "INT64" | "INT32" | "FP32" | "FP64"
+        ) {
+            return Err(bad(format!(
+                "input '{}': datatype {} (BYTES or a number type)",
+                input.name, input.datatype
+            )));
+        }
+        if input.data.len() != n || input.shape.first().is_some_and(|&d| d != n as i64) {
+            return Err(bad(format!(
+                "input '{}': {} values, shape {:?}; every input needs {n}",
+                input.name,
+                input.data.len(),
+                input.shape
+            )));
+        }
+        for (row, v) in rows.iter_mut().zip(&input.data) {
+            row.insert(input.name.clone(), v.clone());
+        }
+    }
+    Ok(rows.into_iter().map(Value::Object).collect())
+}

@@ -1,0 +1,156 @@
+//! Every Prometheus metric the server exports, in one place (`ensemble_serve_<what>_<unit>`).
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Microsecond buckets from 50 µs to 1 s.
+const US_BUCKETS: [f64; 16] = [
+    50.0,
+    100.0,
+    200.0,
+    350.0,
+    500.0,
+    750.0,
+    1_000.0,
+    1_500.0,
+    2_500.0,
+    5_000.0,
+    10_000.0,
+    25_000.0,
+    50_000.0,
+    100_000.0,
+    250_000.0,
+    1_000_000.0,
+];
+const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_us: HistogramVec,
+    pub queue_us: HistogramVec,
+    pub inference_us: HistogramVec,
+    pub batch_size: HistogramVec,
+    pub queue_depth: IntGaugeVec,
+    pub routing: IntCounterVec,
+    pub budget: IntCounterVec,
+    pub rejected: IntCounterVec,
+    pub model_info: IntGaugeVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let mt = ["model", "tier"];
+        Self {
+            requests: counter(
+                &r,
+                "ensemble_serve_requests_total",
+                "Scoring requests by model, tier and HTTP status",
+                &["model", "tier", "status"],
+            ),
+            request_us: histogram(
+                &r,
+                "ensemble_serve_request_duration_microseconds",
+                "Server-side time of a scoring request",
+                &mt,
+                &US_BUCKETS,
+            ),
+            queue_us: histogram(
+                &r,
+                "ensemble_serve_queue_duration_microseconds",
+                "Time a request waited in its graph's batch queue",
+                &mt,
+                &US_BUCKETS,
+            ),
+            inference_us: histogram(
+                &r,
+                "ensemble_serve_inference_duration_microseconds",
+                "ONNX Runtime run time of one batch",
+                &mt,
+                &US_BUCKETS,
+            ),
+            batch_size: histogram(
+                &r,
+                "ensemble_serve_batch_size_rows",
+                "Rows per executed batch",
+                &mt,
+                &BATCH_BUCKETS,
+            ),
+            queue_depth: gauge(
+                &r,
+                "ensemble_serve_queue_depth_rows",
+                "Rows waiting in a graph's batch queue",
+                &mt,
+            ),
+            routing: counter(
+                &r,
+                "ensemble_serve_routing_decisions_total",
+                "Tier choices: fits (estimate within budget), fallback (none fit: fastest), forced",
+                &["model", "tier", "reason"],
+            ),
+            budget: counter(
+                &r,
+                "ensemble_serve_budget_total",
+                "Requests whose server time met or missed their latency budget",
+                &["model", "tier", "outcome"],
+            ),
+            rejected: counter(
+                &r,
+                "ensemble_serve_rejected_total",
+                "Requests refused before scoring (queue full, too many in flight, invalid)",
+                &["model", "reason"],
+            ),
+            model_info: gauge(
+                &r,
+                "ensemble_serve_model_info",
+                "Loaded model versions and the execution provider in use (value 1)",
+                &["model", "version", "execution_provider"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
+        String::from_utf8(buf).expect("utf-8 exposition")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,139 @@
+//! The inference server: ONNX Runtime sessions per graph behind batching queues, latency-budget routing,
+//! an axum HTTP surface, Prometheus metrics, graceful shutdown.
+pub mod batcher;
+pub mod http;
+pub mod metrics;
+pub mod model;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+
+use crate::config::ServerConfig;
+use http::{AppState, RequestLimits};
+use model::{BatchLimits, LoadedModel};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("model '{name}': {reason}")]
+    Model { name: String, reason: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub fn batch_limits(cfg: &ServerConfig) -> BatchLimits {
+    BatchLimits {
+        max_batch_rows: cfg.max_batch_size,
+        max_queue_delay: Duration::from_micros(cfg.max_queue_delay_us),
+        queue_jobs: cfg.queue_capacity,
+        intra_op_threads: cfg.intra_op_threads,
+    }
+}
+
+/// Loads the latest version of every model under `models_dir` (the default model must be among them).
+pub fn load_models(
+    env: &ort::environment::Environment,
+    cfg: &ServerConfig,
+    metrics: &Arc<metrics::Metrics>,
+) -> Result<HashMap<String, Arc<LoadedModel>>, ServeError> {
+    let limits = batch_limits(cfg);
+    let mut names: Vec<String> = std::fs::read_dir(&cfg.models_dir)
+        .map_err(|e| ServeError::Model {
+            name: cfg.default_model.clone(),
+            reason: format!("{}: {e}", cfg.models_dir.display()),
+        })?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    if !names.contains(&cfg.default_model) {
+        return Err(ServeError::Model {
+            name: cfg.default_model.clone(),
+            reason: format!(
+                "not found under {} (train and export one with `serve train`)",
+                cfg.models_dir.display()
+            ),
+        });
+    }
+    let mut models = HashMap::new();
+    for name in names {
+        let err = |reason: String| ServeError::Model {
+            name: name.clone(),
+            reason,
+        };
+        let dir = LoadedModel::latest_version(&cfg.models_dir, &name).map_err(err)?;
+        let m = LoadedModel::load(env, &dir, &limits, metrics).map_err(err)?;
+        metrics
+            .model_info
+            .with_label_values(&[&m.name, &m.version, &m.execution_provider])
+            .set(1);
+        let tiers: Vec<String> = m
+            .tiers
+            .iter()
+            .map(|t| format!("{} (AUC {:.4})", t.label, t.valid_auc))
+            .collect();
+        tracing::info!(model = %name, version = %m.version, provider = %m.execution_provider, tiers = %tiers.join(", "), "model loaded");
+        models.insert(name, Arc::new(m));
+    }
+    Ok(models)
+}
+
+/// Serves until SIGINT/SIGTERM, then stops accepting, lets in-flight requests finish and returns.
+pub async fn serve(
+    env: &'static ort::environment::Environment,
+    cfg: ServerConfig,
+) -> Result<(), ServeError> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let models = load_models(env, &cfg, &metrics)?;
+    let state = Arc::new(AppState {
+        models: ArcSwap::from_pointee(models),
+        default_model: cfg.default_model.clone(),
+        metrics,
+        in_flight: Arc::new(Semaphore::new(cfg.max_in_flight)),
+        limits: RequestLimits {
+            max_instances: cfg.max_instances,
+            default_budget_ms: cfg.default_budget_ms,
+            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+            missing_as_oov: cfg.missing_as_oov,
+        },
+    });
+    let app = http::router(state, cfg.body_limit_bytes);
+    let listener = tokio::net::TcpListener::bind(&cfg.bind)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.bind.clone(),
+            source,
+        })?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shut down: in-flight requests answered");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal received: draining");
+}

@@ -1,0 +1,195 @@
+//! A loaded model: its artifact, one batcher per graph ("tier"), and latency-budget routing across tiers.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::batcher::{Batcher, BatcherConfig, Estimator};
+use super::metrics::Metrics;
+use crate::artifact::{Artifact, GraphKind};
+use crate::runtime::GraphSession;
+
+/// One servable graph.
+pub struct Tier {
+    /// "ensemble" or "student:<k>".
+    pub label: String,
+    pub file: String,
+    pub valid_auc: f64,
+    pub batcher: Batcher,
+}
+
+pub struct LoadedModel {
+    pub name: String,
+    pub version: String,
+    pub dir: PathBuf,
+    pub artifact: Artifact,
+    /// Most accurate first (validation AUC from the manifest).
+    pub tiers: Vec<Tier>,
+    pub execution_provider: String,
+}
+
+/// Batching limits shared by every graph of a model.
+#[derive(Debug, Clone)]
+pub struct BatchLimits {
+    pub max_batch_rows: usize,
+    pub max_queue_delay: Duration,
+    pub queue_jobs: usize,
+    pub intra_op_threads: usize,
+}
+
+/// How a request asks to be routed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TierRequest {
+    Auto,
+    Ensemble,
+    BestStudent,
+    Student(usize),
+}
+
+impl std::str::FromStr for TierRequest {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "ensemble" => Ok(Self::Ensemble),
+            "student" => Ok(Self::BestStudent),
+            other => other
+                .strip_prefix("student:")
+                .and_then(|k| k.parse().ok())
+                .map(Self::Student)
+                .ok_or_else(|| format!("tier '{other}' (auto, ensemble, student or student:<k>)")),
+        }
+    }
+}
+
+/// Which tier serves a request, and why.
+pub struct Route<'a> {
+    pub tier: &'a Tier,
+    pub estimate_us: f64,
+    /// "fits", "fallback" (nothing fit: the fastest) or "forced".
+    pub reason: &'static str,
+}
+
+impl LoadedModel {
+    /// Latest version directory under `models_dir/name` (lexicographic; versions are timestamps by default).
+    pub fn latest_version(models_dir: &Path, name: &str) -> Result<PathBuf, String> {
+        let dir = models_dir.join(name);
+        let mut versions: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("manifest.json").is_file())
+            .collect();
+        versions.sort();
+        versions.pop().ok_or_else(|| {
+            format!(
+                "{}: no version directory with a manifest.json",
+                dir.display()
+            )
+        })
+    }
+
+    pub fn load(
+        env: &ort::environment::Environment,
+        dir: &Path,
+        limits: &BatchLimits,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, String> {
+        let artifact = Artifact::load(dir).map_err(|e| e.to_string())?;
+        let m = &artifact.manifest;
+        let width = artifact.encoder.width();
+        let mut tiers = Vec::new();
+        for g in &m.graphs {
+            let label = match (g.kind, g.index) {
+                (GraphKind::Ensemble, _) => "ensemble".to_string(),
+                (GraphKind::Student, Some(k)) => format!("student:{k}"),
+                (GraphKind::Student, None) => {
+                    return Err(format!("{}: a student graph without an index", g.file))
+                }
+            };
+            let path = dir.join(&g.file);
+            let session = GraphSession::load(
+                env,
+                &path,
+                &m.inputs,
+                &artifact.encoder,
+                limits.intra_op_threads,
+            )
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+            let cfg = BatcherConfig {
+                max_batch_rows: limits.max_batch_rows,
+                max_queue_delay: limits.max_queue_delay,
+                queue_jobs: limits.queue_jobs,
+                width,
+                labels: [m.name.clone(), label.clone()],
+            };
+            let batcher = Batcher::spawn(session, Estimator::new(&g.latency), cfg, metrics.clone());
+            tiers.push(Tier {
+                label,
+                file: g.file.clone(),
+                valid_auc: g.valid.auc,
+                batcher,
+            });
+        }
+        tiers.sort_by(|a, b| b.valid_auc.total_cmp(&a.valid_auc));
+        Ok(Self {
+            name: m.name.clone(),
+            version: m.version.clone(),
+            dir: dir.to_path_buf(),
+            execution_provider: "cpu".into(),
+            artifact,
+            tiers,
+        })
+    }
+
+    fn tier(&self, label: &str) -> Option<&Tier> {
+        self.tiers.iter().find(|t| t.label == label)
+    }
+
+    /// The most accurate tier whose estimate fits `budget_us`; else the fastest (a predicted miss).
+    pub fn route(
+        &self,
+        request: &TierRequest,
+        rows: usize,
+        budget_us: f64,
+    ) -> Result<Route<'_>, String> {
+        let forced = |label: String| {
+            self.tier(&label)
+                .map(|t| Route {
+                    tier: t,
+                    estimate_us: t.batcher.estimate_us(rows),
+                    reason: "forced",
+                })
+                .ok_or_else(|| format!("no tier '{label}' in this model"))
+        };
+        match request {
+            TierRequest::Ensemble => forced("ensemble".into()),
+            TierRequest::BestStudent => {
+                forced(format!("student:{}", self.artifact.manifest.best_student))
+            }
+            TierRequest::Student(k) => forced(format!("student:{k}")),
+            TierRequest::Auto => {
+                let estimates: Vec<f64> = self
+                    .tiers
+                    .iter()
+                    .map(|t| t.batcher.estimate_us(rows))
+                    .collect();
+                if let Some(i) = estimates.iter().position(|&e| e <= budget_us) {
+                    return Ok(Route {
+                        tier: &self.tiers[i],
+                        estimate_us: estimates[i],
+                        reason: "fits",
+                    });
+                }
+                let (i, e) = estimates
+                    .iter()
+                    .enumerate()
+                    .min_by(|a, b| a.1.total_cmp(b.1))
+                    .expect("a tier at least");
+                Ok(Route {
+                    tier: &self.tiers[i],
+                    estimate_us: *e,
+                    reason: "fallback",
+                })
+            }
+        }
+    }
+}
