@@ -1,0 +1,490 @@
+//! The real server binary over real HTTP on loopback, serving a model trained and exported here on
+//! frappe_ctr: end-to-end score parity, latency-budget routing, every malformed request, and SIGTERM
+//! during a burst.
+#![cfg(feature = "train")]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use ensemble_serve::artifact::Manifest;
+use ensemble_serve::config::TrainConfig;
+use ensemble_serve::data::Dataset;
+use ensemble_serve::export::{export_run, ExportOptions};
+use ensemble_serve::metrics::auc;
+use ensemble_serve::runtime::resolve_library;
+use ensemble_serve::train;
+use serde_json::{json, Map, Value};
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    models: PathBuf,
+    manifest: Manifest,
+    /// The frappe test split as JSON instances (raw strings) and labels.
+    instances: Vec<Value>,
+    labels: Vec<f32>,
+}
+
+/// Trains (1 epoch, small KDEF of 2 MLPs) and exports once per test binary.
+fn fixture() -> Option<&'static Fixture> {
+    static FIX: OnceLock<Option<Fixture>> = OnceLock::new();
+    FIX.get_or_init(|| {
+        let data_dir = common::data_dir()?;
+        let spec = common::spec("frappe_ctr", &data_dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let data = Dataset::open(&spec, &tmp.path().join("cache"), false).unwrap();
+        let cfg = TrainConfig {
+            students: vec!["mlp".into(), "mlp".into()],
+            hidden_units: vec![64, 32],
+            max_epochs: 1,
+            batch_size: 4096,
+            device: "cpu".into(),
+            ..TrainConfig::default()
+        };
+        let out = train::train(&cfg, &data, false, |_| {}).unwrap();
+        let run = train::report::write_run(&tmp.path().join("run"), &cfg, &out, &data).unwrap();
+        let models = tmp.path().join("models");
+        let opts = ExportOptions {
+            models_dir: models.clone(),
+            name: Some("default".into()),
+            version: Some("1".into()),
+            ort_library: resolve_library(None),
+            profile_runs: 20,
+        };
+        let dir = export_run(&run, &opts).unwrap();
+        let manifest: Manifest =
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        let (header, rows) = common::read_plain_csv(spec.files.test.as_ref().unwrap());
+        let labels = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+        let instances = rows
+            .iter()
+            .map(|r| {
+                Value::Object(
+                    header
+                        .iter()
+                        .zip(r)
+                        .skip(1)
+                        .map(|(h, v)| (h.clone(), json!(v)))
+                        .collect::<Map<_, _>>(),
+                )
+            })
+            .collect();
+        Some(Fixture {
+            _tmp: tmp,
+            models,
+            manifest,
+            instances,
+            labels,
+        })
+    })
+    .as_ref()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(models: &Path, extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_serve"));
+        cmd.args(["run", "--bind", &format!("127.0.0.1:{port}")])
+            .arg("--models-dir")
+            .arg(models)
+            .args(extra)
+            .args(if extra.contains(&"--config") {
+                &[][..]
+            } else {
+                &["--config", "/nonexistent.toml"][..]
+            })
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().unwrap();
+        let s = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if ready(port) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not become ready");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking readiness probe (no async runtime needed).
+fn ready(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let r = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("non-JSON answer ({status}): {text}")),
+    )
+}
+
+/// Scores every instance through HTTP with `tier` forced, 500 instances per request.
+async fn replay(base: &str, f: &Fixture, tier: &str) -> Vec<f32> {
+    let client = reqwest::Client::new();
+    let mut probs = Vec::with_capacity(f.instances.len());
+    for chunk in f.instances.chunks(500) {
+        let body = json!({"instances": chunk, "tier": tier, "latency_budget_ms": 1000}).to_string();
+        let (status, v) = post(&client, &format!("{base}/v1/score"), body).await;
+        assert_eq!(status, 200, "{v}");
+        probs.extend(
+            v["probabilities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_f64().unwrap() as f32),
+        );
+    }
+    probs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_scores_reproduce_the_offline_test_auc() {
+    let Some(f) = fixture() else { return };
+    let server = Server::start(&f.models, &[]);
+    let ens = f.manifest.ensemble().unwrap();
+    let got = auc(&replay(&server.base, f, "ensemble").await, &f.labels).unwrap();
+    let want = ens.test.as_ref().unwrap().auc;
+    eprintln!("ensemble: HTTP AUC {got:.8}, offline {want:.8}");
+    assert!(
+        (got - want).abs() <= 1e-6,
+        "ensemble: HTTP AUC {got} vs offline {want}"
+    );
+    let best = f
+        .manifest
+        .students()
+        .find(|g| g.index == Some(f.manifest.best_student))
+        .unwrap();
+    let got = auc(&replay(&server.base, f, "student").await, &f.labels).unwrap();
+    let want = best.test.as_ref().unwrap().auc;
+    eprintln!("best student: HTTP AUC {got:.8}, offline {want:.8}");
+    assert!(
+        (got - want).abs() <= 1e-6,
+        "best student: HTTP AUC {got} vs offline {want}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_routes_between_ensemble_and_student() {
+    let Some(f) = fixture() else { return };
+    let server = Server::start(&f.models, &[]);
+    let client = reqwest::Client::new();
+    let one = json!([f.instances[0]]);
+    let (_, big) = post(
+        &client,
+        &format!("{}/v1/score", server.base),
+        json!({"instances": one, "latency_budget_ms": 1000}).to_string(),
+    )
+    .await;
+    assert_eq!(big["served_by"], "ensemble", "{big}");
+    // A budget no graph can meet: the fastest tier (a student) serves it, counted as a predicted miss.
+    let (_, tiny) = post(
+        &client,
+        &format!("{}/v1/score", server.base),
+        json!({"instances": one, "latency_budget_ms": 0.001}).to_string(),
+    )
+    .await;
+    assert!(
+        tiny["served_by"].as_str().unwrap().starts_with("student:"),
+        "{tiny}"
+    );
+    assert_eq!(tiny["predicted_miss"], true);
+    let r = client
+        .post(format!("{}/v1/score", server.base))
+        .header("X-Latency-Budget-Ms", "0.001")
+        .body(json!({"instances": one}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["served_by"].as_str().unwrap().starts_with("student:"),
+        "header budget: {v}"
+    );
+    let metrics = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "ensemble_serve_routing_decisions_total{model=\"default\",reason=\"fallback\""
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_json_4xx_naming_the_problem() {
+    let Some(f) = fixture() else { return };
+    let cfg = f.models.parent().unwrap().join("small-body.toml");
+    std::fs::write(&cfg, "body_limit_bytes = 524288\n").unwrap();
+    let server = Server::start(&f.models, &["--config", cfg.to_str().unwrap()]);
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/score", server.base);
+    let good = f.instances[0].clone();
+    let mut missing = good.as_object().unwrap().clone();
+    missing.remove("city");
+    let many: Vec<Value> = vec![good.clone(); 1025];
+    let huge = format!("{{\"instances\": [\"{}\"]}}", "x".repeat(600_000));
+    let cases: Vec<(String, String, u16, &str)> = vec![
+        (url.clone(), "{not json".into(), 400, "invalid_json"),
+        (
+            url.clone(),
+            json!({"instances": "nope"}).to_string(),
+            422,
+            "invalid_request",
+        ),
+        (
+            url.clone(),
+            json!({"instances": [good], "latency_budget_ms": "fast"}).to_string(),
+            422,
+            "invalid_request",
+        ),
+        (
+            url.clone(),
+            json!({"instances": [missing]}).to_string(),
+            422,
+            "invalid_instance",
+        ),
+        (
+            url.clone(),
+            json!({"instances": [42]}).to_string(),
+            422,
+            "invalid_instance",
+        ),
+        (
+            url.clone(),
+            json!({"instances": []}).to_string(),
+            422,
+            "no_instances",
+        ),
+        (
+            url.clone(),
+            json!({"instances": many}).to_string(),
+            413,
+            "too_many_instances",
+        ),
+        (url.clone(), huge, 413, "body_too_large"),
+        (
+            format!("{}/v1/models/nope/score", server.base),
+            json!({"instances": [good]}).to_string(),
+            404,
+            "unknown_model",
+        ),
+        (
+            url.clone(),
+            json!({"instances": [good], "latency_budget_ms": -1}).to_string(),
+            422,
+            "invalid_budget",
+        ),
+        (
+            url.clone(),
+            json!({"instances": [good], "tier": "student:9"}).to_string(),
+            422,
+            "invalid_tier",
+        ),
+        (
+            url.clone(),
+            json!({"instances": [good], "tier": "fastest"}).to_string(),
+            422,
+            "invalid_tier",
+        ),
+    ];
+    for (u, body, status, code) in cases {
+        let (got, v) = post(&client, &u, body).await;
+        assert_eq!(
+            (got, v["error"]["code"].as_str().unwrap_or("")),
+            (status, code),
+            "{v}"
+        );
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let (_, v) = post(
+        &client,
+        &url,
+        json!({"instances": [missing_field(&f.instances[0], "city")]}).to_string(),
+    )
+    .await;
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("'city'"),
+        "{v}"
+    );
+}
+
+fn missing_field(v: &Value, field: &str) -> Value {
+    let mut o = v.as_object().unwrap().clone();
+    o.remove(field);
+    Value::Object(o)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kserve_v2_infer_and_metadata() {
+    let Some(f) = fixture() else { return };
+    let server = Server::start(&f.models, &[]);
+    let client = reqwest::Client::new();
+    let rows = &f.instances[..3];
+    let inputs: Vec<Value> = rows[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| json!({"name": k, "shape": [3], "datatype": "BYTES", "data": rows.iter().map(|r| r[k].clone()).collect::<Vec<_>>()}))
+        .collect();
+    let (status, v) = post(
+        &client,
+        &format!("{}/v2/models/default/infer", server.base),
+        json!({"inputs": inputs, "parameters": {"tier": "ensemble"}}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["outputs"][0]["shape"], json!([3, 1]));
+    let (_, v1) = post(
+        &client,
+        &format!("{}/v1/score", server.base),
+        json!({"instances": rows, "tier": "ensemble"}).to_string(),
+    )
+    .await;
+    assert_eq!(v["outputs"][0]["data"], v1["probabilities"]);
+    let meta: Value = client
+        .get(format!("{}/v2/models/default", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["outputs"][0]["name"], "probability");
+    let cfg: Value = client
+        .get(format!("{}/v2/models/default/config", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cfg["platform"], "onnxruntime_onnx");
+    for path in [
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/default/ready",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(
+            client
+                .get(format!("{}{path}", server.base))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .is_success(),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        client
+            .get(format!("{}/v2/models/nope/ready", server.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_burst_answers_every_admitted_request() {
+    let Some(f) = fixture() else { return };
+    let mut server = Server::start(&f.models, &[]);
+    // One connection per request, so "admitted" means the server read that request.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let body =
+        json!({"instances": &f.instances[..1024], "tier": "ensemble", "latency_budget_ms": 60000})
+            .to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (c, url, b) = (
+            client.clone(),
+            format!("{}/v1/score", server.base),
+            body.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            c.post(url)
+                .body(b)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    // Long enough for the server to read every request; the queue still holds seconds of work.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let pid = server.child.id().to_string();
+    let signalled = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut answered = 0;
+    for t in tasks {
+        let status = t
+            .await
+            .unwrap()
+            .expect("an admitted request lost its answer");
+        assert_eq!(status, 200);
+        answered += 1;
+    }
+    let drained = signalled.elapsed();
+    let status = server.child.wait().unwrap();
+    eprintln!("SIGTERM with {answered} requests admitted: all answered, drained in {drained:?}");
+    assert!(status.success(), "server exit status {status}");
+    assert!(
+        std::net::TcpStream::connect(server.base.trim_start_matches("http://")).is_err(),
+        "still listening after exit"
+    );
+}
