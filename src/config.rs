@@ -94,6 +94,10 @@ impl Default for ServerConfig {
 pub struct TrainConfig {
     /// Dataset description (see `config/datasets/`).
     pub dataset: PathBuf,
+    /// Cross layers of DCNv2 and ECN students.
+    pub cross_layers: i64,
+    /// Per-student dropout overriding `dropout` (same length as `students`, or empty).
+    pub student_dropouts: Vec<f64>,
     /// Ensemble framework: single, mean, sum, concat, kd, dml, kdef, kdef_no_exam, cetnet.
     pub framework: String,
     /// Student sub-networks, e.g. ["mlp", "mlp", "mlp"] or ["pnn", "final", "ecn"].
@@ -129,6 +133,8 @@ impl Default for TrainConfig {
         Self {
             dataset: "config/datasets/frappe_ctr.toml".into(),
             framework: "kdef".into(),
+            cross_layers: 3,
+            student_dropouts: Vec::new(),
             students: vec!["mlp".into(), "mlp".into(), "mlp".into()],
             embedding_dim: 16,
             hidden_units: vec![400, 400, 400],

@@ -163,6 +163,31 @@ fn cetnet() {
 }
 
 #[test]
+fn single_dcnv2() {
+    check("single", &["dcnv2"]);
+}
+
+#[test]
+fn single_pnn() {
+    check("single", &["pnn"]);
+}
+
+#[test]
+fn single_final() {
+    check("single", &["final"]);
+}
+
+#[test]
+fn single_ecn() {
+    check("single", &["ecn"]);
+}
+
+#[test]
+fn kdef_heterogeneous_pnn_final_ecn() {
+    check("kdef", &["pnn", "final", "ecn"]);
+}
+
+#[test]
 fn concat_fusion() {
     check("concat", &["mlp", "mlp"]);
 }

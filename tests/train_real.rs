@@ -35,8 +35,9 @@ fn every_student_has_the_right_shape_and_gradients() {
         hidden_units: vec![16, 8],
         batch_norm: true,
         dropout: 0.1,
+        cross_layers: 2,
     };
-    for kind in ["mlp"] {
+    for kind in ensemble_serve::model::STUDENT_TYPES {
         let vs = nn::VarStore::new(Device::Cpu);
         let student = build_student(kind, vs.root(), 5, 4, &cfg).unwrap();
         let emb = Tensor::randn([32, 5, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);

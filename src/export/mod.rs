@@ -8,7 +8,7 @@ use tch::{nn, Device};
 use crate::artifact::{self, GraphEntry, GraphKind, LatencyPoint, Manifest, Metric};
 use crate::config::TrainConfig;
 use crate::features::Encoder;
-use crate::model::{Ensemble, FieldLayout, StudentConfig};
+use crate::model::{Ensemble, FieldLayout};
 use crate::onnx::builder::to_bytes;
 use crate::runtime::{self, GraphSession};
 
@@ -61,24 +61,8 @@ pub fn load_run(run: &Path) -> Result<LoadedRun, ExportError> {
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
         .map_err(|e| err("summary.json", e))?;
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let scfg = StudentConfig {
-        hidden_units: cfg.hidden_units.clone(),
-        batch_norm: cfg.batch_norm,
-        dropout: cfg.dropout,
-    };
-    let framework = cfg
-        .framework
-        .parse()
-        .map_err(|e: String| err("config.toml", e))?;
-    let ensemble = Ensemble::new(
-        &vs.root(),
-        framework,
-        &cfg.students,
-        &FieldLayout::new(&encoder),
-        cfg.embedding_dim,
-        &scfg,
-    )
-    .map_err(|e| err("config.toml", e))?;
+    let ensemble = Ensemble::from_config(&vs.root(), &cfg, &FieldLayout::new(&encoder))
+        .map_err(|e| err("config.toml", e))?;
     vs.load(run.join("weights.safetensors"))
         .map_err(|e| err("weights.safetensors", e.to_string()))?;
     Ok(LoadedRun {

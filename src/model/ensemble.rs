@@ -5,6 +5,7 @@ use tch::{nn, Kind, Tensor};
 use super::embedding::{FieldEmbedding, FieldLayout};
 use super::layers::Dense;
 use super::{build_student, Student, StudentConfig};
+use crate::config::TrainConfig;
 use crate::onnx::builder::attr_int;
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::{Dim, GraphBuilder};
@@ -64,13 +65,49 @@ pub struct Ensemble {
 }
 
 impl Ensemble {
+    /// The ensemble a training config describes (framework, students, per-student dropout).
+    pub fn from_config(
+        vs: &nn::Path,
+        cfg: &TrainConfig,
+        layout: &FieldLayout,
+    ) -> Result<Self, String> {
+        let framework: Framework = cfg.framework.parse()?;
+        if !cfg.student_dropouts.is_empty() && cfg.student_dropouts.len() != cfg.students.len() {
+            return Err(format!(
+                "student_dropouts has {} values for {} students",
+                cfg.student_dropouts.len(),
+                cfg.students.len()
+            ));
+        }
+        let base = StudentConfig {
+            hidden_units: cfg.hidden_units.clone(),
+            batch_norm: cfg.batch_norm,
+            dropout: cfg.dropout,
+            cross_layers: cfg.cross_layers,
+        };
+        let per_student: Vec<StudentConfig> = (0..cfg.students.len())
+            .map(|k| StudentConfig {
+                dropout: cfg.student_dropouts.get(k).copied().unwrap_or(cfg.dropout),
+                ..base.clone()
+            })
+            .collect();
+        Self::new(
+            vs,
+            framework,
+            &cfg.students,
+            layout,
+            cfg.embedding_dim,
+            &per_student,
+        )
+    }
+
     pub fn new(
         vs: &nn::Path,
         framework: Framework,
         kinds: &[String],
         layout: &FieldLayout,
         dim: i64,
-        cfg: &StudentConfig,
+        cfgs: &[StudentConfig],
     ) -> Result<Self, String> {
         if kinds.is_empty() {
             return Err("at least one student is needed".into());
@@ -93,7 +130,9 @@ impl Ensemble {
         let students = kinds
             .iter()
             .enumerate()
-            .map(|(k, kind)| build_student(kind, vs / format!("student_{k}"), fields, dim, cfg))
+            .map(|(k, kind)| {
+                build_student(kind, vs / format!("student_{k}"), fields, dim, &cfgs[k])
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let fusion_head = framework.fuses_representations().then(|| {
             let width: i64 = students.iter().map(|s| s.hidden_dim()).sum();

@@ -1,9 +1,13 @@
 //! Students (one file each) and the ensemble frameworks. Every layer type holds its tch forward pass and
 //! its ONNX emission side by side, so the trained graph and the served graph cannot drift.
+pub mod dcnv2;
+pub mod ecn;
 pub mod embedding;
 pub mod ensemble;
+pub mod final_net;
 pub mod layers;
 pub mod mlp;
+pub mod pnn;
 
 use tch::{nn, Tensor};
 
@@ -17,6 +21,8 @@ pub struct StudentConfig {
     pub hidden_units: Vec<i64>,
     pub batch_norm: bool,
     pub dropout: f64,
+    /// Cross layers of DCNv2 and ECN.
+    pub cross_layers: i64,
 }
 
 /// A sub-network: field embeddings (B × F × d) → a representation → one logit.
@@ -41,6 +47,9 @@ pub trait Student {
     }
 }
 
+/// Every student type `build_student` knows.
+pub const STUDENT_TYPES: [&str; 5] = ["mlp", "dcnv2", "pnn", "final", "ecn"];
+
 /// The student registry: adding a type is one file and one line here.
 pub fn build_student(
     kind: &str,
@@ -51,6 +60,15 @@ pub fn build_student(
 ) -> Result<Box<dyn Student>, String> {
     match kind {
         "mlp" => Ok(Box::new(mlp::MlpStudent::new(vs, fields, dim, cfg))),
-        other => Err(format!("unknown student type '{other}' (known: mlp)")),
+        "dcnv2" => Ok(Box::new(dcnv2::Dcnv2Student::new(vs, fields, dim, cfg))),
+        "pnn" => Ok(Box::new(pnn::PnnStudent::new(vs, fields, dim, cfg))),
+        "final" => Ok(Box::new(final_net::FinalStudent::new(
+            vs, fields, dim, cfg,
+        )?)),
+        "ecn" => Ok(Box::new(ecn::EcnStudent::new(vs, fields, dim, cfg)?)),
+        other => Err(format!(
+            "unknown student type '{other}' (known: {})",
+            STUDENT_TYPES.join(", ")
+        )),
     }
 }

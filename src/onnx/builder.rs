@@ -102,6 +102,25 @@ impl GraphBuilder {
         });
     }
 
+    /// Adds a node with several named outputs (e.g. Split).
+    pub fn op_multi(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        outputs: &[&str],
+        attributes: Vec<AttributeProto>,
+    ) {
+        let name = self.fresh(&format!("n_{}", op.to_ascii_lowercase()));
+        self.graph.node.push(NodeProto {
+            name: Some(name),
+            op_type: Some(op.to_string()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            attribute: attributes,
+            ..Default::default()
+        });
+    }
+
     pub fn finish(self) -> ModelProto {
         ModelProto {
             ir_version: Some(IR_VERSION),

@@ -12,7 +12,7 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 use crate::config::TrainConfig;
 use crate::data::{Dataset, EncodedSplit};
 use crate::metrics;
-use crate::model::{Ensemble, FieldLayout, Framework, StudentConfig};
+use crate::model::{Ensemble, FieldLayout, Framework};
 use batches::Batches;
 
 #[derive(Debug, thiserror::Error)]
@@ -99,20 +99,7 @@ pub fn train(
     }
     let layout = FieldLayout::new(&data.encoder);
     let vs = nn::VarStore::new(device);
-    let student_cfg = StudentConfig {
-        hidden_units: cfg.hidden_units.clone(),
-        batch_norm: cfg.batch_norm,
-        dropout: cfg.dropout,
-    };
-    let ensemble = Ensemble::new(
-        &vs.root(),
-        framework,
-        &cfg.students,
-        &layout,
-        cfg.embedding_dim,
-        &student_cfg,
-    )
-    .map_err(TrainError::Config)?;
+    let ensemble = Ensemble::from_config(&vs.root(), cfg, &layout).map_err(TrainError::Config)?;
     let mut opt = nn::Adam::default().build(&vs, cfg.learning_rate)?;
     let loss_cfg = loss::LossConfig {
         cetnet_alpha: cfg.cetnet_alpha,
