@@ -96,6 +96,12 @@ pub struct TrainConfig {
     pub dataset: PathBuf,
     /// Cross layers of DCNv2 and ECN students.
     pub cross_layers: i64,
+    /// DHEN students: interaction modules per layer (linear, dcn, self_attention, dot).
+    pub dhen_modules: Vec<String>,
+    /// DHEN students: stacked layers.
+    pub dhen_layers: i64,
+    /// DHEN students: sum or concat of a layer's modules.
+    pub dhen_ensemble: String,
     /// Per-student dropout overriding `dropout` (same length as `students`, or empty).
     pub student_dropouts: Vec<f64>,
     /// Ensemble framework: single, mean, sum, concat, kd, dml, kdef, kdef_no_exam, cetnet.
@@ -135,6 +141,9 @@ impl Default for TrainConfig {
             framework: "kdef".into(),
             cross_layers: 3,
             student_dropouts: Vec::new(),
+            dhen_modules: vec!["self_attention".into(), "linear".into()],
+            dhen_layers: 2,
+            dhen_ensemble: "sum".into(),
             students: vec!["mlp".into(), "mlp".into(), "mlp".into()],
             embedding_dim: 16,
             hidden_units: vec![400, 400, 400],

@@ -28,11 +28,15 @@ fn small_config(framework: &str, students: &[&str]) -> TrainConfig {
 }
 
 fn check(framework: &str, students: &[&str]) {
+    check_with(small_config(framework, students));
+}
+
+fn check_with(cfg: TrainConfig) {
+    let (framework, students) = (cfg.framework.clone(), cfg.students.clone());
     let data_dir = require_data!();
     let spec = common::spec("ml100k_ctr", &data_dir);
     let tmp = tempfile::tempdir().unwrap();
     let data = Dataset::open(&spec, &tmp.path().join("cache"), false).unwrap();
-    let cfg = small_config(framework, students);
     let out = train::train(&cfg, &data, false, |_| {}).unwrap();
     let run = train::report::write_run(&tmp.path().join("run"), &cfg, &out, &data).unwrap();
     let opts = ExportOptions {
@@ -185,6 +189,24 @@ fn single_ecn() {
 #[test]
 fn kdef_heterogeneous_pnn_final_ecn() {
     check("kdef", &["pnn", "final", "ecn"]);
+}
+
+#[test]
+fn single_dhen_attention_linear() {
+    check("single", &["dhen"]);
+}
+
+#[test]
+fn single_dhen_all_modules_concat() {
+    let mut cfg = small_config("single", &["dhen"]);
+    cfg.dhen_modules = vec![
+        "linear".into(),
+        "dcn".into(),
+        "self_attention".into(),
+        "dot".into(),
+    ];
+    cfg.dhen_ensemble = "concat".into();
+    check_with(cfg);
 }
 
 #[test]

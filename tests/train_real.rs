@@ -36,6 +36,7 @@ fn every_student_has_the_right_shape_and_gradients() {
         batch_norm: true,
         dropout: 0.1,
         cross_layers: 2,
+        ..StudentConfig::default()
     };
     for kind in ensemble_serve::model::STUDENT_TYPES {
         let vs = nn::VarStore::new(Device::Cpu);
@@ -55,6 +56,18 @@ fn every_student_has_the_right_shape_and_gradients() {
             );
         }
     }
+    let concat = StudentConfig {
+        dhen_modules: vec!["linear".into(), "dcn".into(), "dot".into()],
+        dhen_ensemble: "concat".into(),
+        ..cfg.clone()
+    };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let dhen = build_student("dhen", vs.root(), 5, 4, &concat).unwrap();
+    assert_eq!(
+        dhen.logit(&Tensor::randn([8, 5, 4], (Kind::Float, Device::Cpu)), true)
+            .size(),
+        [8, 1]
+    );
     assert!(build_student("nope", nn::VarStore::new(Device::Cpu).root(), 5, 4, &cfg).is_err());
 }
 

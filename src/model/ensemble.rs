@@ -84,6 +84,9 @@ impl Ensemble {
             batch_norm: cfg.batch_norm,
             dropout: cfg.dropout,
             cross_layers: cfg.cross_layers,
+            dhen_modules: cfg.dhen_modules.clone(),
+            dhen_layers: cfg.dhen_layers,
+            dhen_ensemble: cfg.dhen_ensemble.clone(),
         };
         let per_student: Vec<StudentConfig> = (0..cfg.students.len())
             .map(|k| StudentConfig {

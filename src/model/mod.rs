@@ -1,6 +1,7 @@
 //! Students (one file each) and the ensemble frameworks. Every layer type holds its tch forward pass and
 //! its ONNX emission side by side, so the trained graph and the served graph cannot drift.
 pub mod dcnv2;
+pub mod dhen;
 pub mod ecn;
 pub mod embedding;
 pub mod ensemble;
@@ -18,6 +19,12 @@ pub use ensemble::{Ensemble, Framework, Outputs};
 /// Hyper-parameters shared by the students.
 #[derive(Debug, Clone)]
 pub struct StudentConfig {
+    /// DHEN: interaction modules per layer (linear, dcn, self_attention, dot).
+    pub dhen_modules: Vec<String>,
+    /// DHEN: stacked layers.
+    pub dhen_layers: i64,
+    /// DHEN: how a layer combines its modules: sum or concat.
+    pub dhen_ensemble: String,
     pub hidden_units: Vec<i64>,
     pub batch_norm: bool,
     pub dropout: f64,
@@ -48,7 +55,21 @@ pub trait Student {
 }
 
 /// Every student type `build_student` knows.
-pub const STUDENT_TYPES: [&str; 5] = ["mlp", "dcnv2", "pnn", "final", "ecn"];
+pub const STUDENT_TYPES: [&str; 6] = ["mlp", "dcnv2", "pnn", "final", "ecn", "dhen"];
+
+impl Default for StudentConfig {
+    fn default() -> Self {
+        Self {
+            dhen_modules: vec!["self_attention".into(), "linear".into()],
+            dhen_layers: 2,
+            dhen_ensemble: "sum".into(),
+            hidden_units: vec![400, 400, 400],
+            batch_norm: true,
+            dropout: 0.1,
+            cross_layers: 3,
+        }
+    }
+}
 
 /// The student registry: adding a type is one file and one line here.
 pub fn build_student(
@@ -66,6 +87,7 @@ pub fn build_student(
             vs, fields, dim, cfg,
         )?)),
         "ecn" => Ok(Box::new(ecn::EcnStudent::new(vs, fields, dim, cfg)?)),
+        "dhen" => Ok(Box::new(dhen::DhenStudent::new(vs, fields, dim, cfg)?)),
         other => Err(format!(
             "unknown student type '{other}' (known: {})",
             STUDENT_TYPES.join(", ")
