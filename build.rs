@@ -11,11 +11,8 @@ fn main() {
 
 fn compile_onnx_proto() {
     println!("cargo:rerun-if-changed=proto/onnx.proto");
-    let fds = protox::compile(["proto/onnx.proto"], ["proto"])
-        .expect("vendored proto/onnx.proto must compile");
-    prost_build::Config::new()
-        .compile_fds(fds)
-        .expect("prost code generation for onnx.proto");
+    let fds = protox::compile(["proto/onnx.proto"], ["proto"]).expect("vendored proto/onnx.proto must compile");
+    prost_build::Config::new().compile_fds(fds).expect("prost code generation for onnx.proto");
 }
 
 fn link_libtorch() {

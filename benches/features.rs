@@ -7,18 +7,14 @@ use ensemble_serve::data::encode::{encode_file, fit_encoder, Part};
 use ensemble_serve::features::DatasetSpec;
 
 fn spec(name: &str, data: &Path) -> DatasetSpec {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("config/datasets")
-        .join(format!("{name}.toml"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/datasets").join(format!("{name}.toml"));
     DatasetSpec::load(&path, data).expect("dataset spec")
 }
 
 fn bench_encode(c: &mut Criterion, label: &str, spec: &DatasetSpec) {
     let (encoder, fit) = fit_encoder(spec, false).expect("vocabulary pass");
     let mut group = c.benchmark_group("encode_pass");
-    group
-        .sample_size(10)
-        .throughput(Throughput::Elements(fit.rows));
+    group.sample_size(10).throughput(Throughput::Elements(fit.rows));
     group.bench_function(label, |b| {
         b.iter(|| {
             let mut sum = 0u64;
@@ -38,10 +34,7 @@ fn frappe(c: &mut Criterion) {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
     if !data.join("benchmarks/frappe_ctr/train.csv").is_file() {
-        eprintln!(
-            "*** SKIPPED frappe bench: no real data at {} ***",
-            data.display()
-        );
+        eprintln!("*** SKIPPED frappe bench: no real data at {} ***", data.display());
         return;
     }
     bench_encode(c, "frappe_ctr_train_202k_rows", &spec("frappe_ctr", &data));
@@ -49,13 +42,8 @@ fn frappe(c: &mut Criterion) {
 
 fn synthetic_criteo(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let cfg = ensemble_serve::data::synth::SynthConfig {
-        rows: 1_000_000,
-        seed: 7,
-        scale: 1.0,
-    };
-    ensemble_serve::data::synth::generate(&cfg, &dir.path().join("criteo_synth.tsv"))
-        .expect("synthetic rows");
+    let cfg = ensemble_serve::data::synth::SynthConfig { rows: 1_000_000, seed: 7, scale: 1.0 };
+    ensemble_serve::data::synth::generate(&cfg, &dir.path().join("criteo_synth.tsv")).expect("synthetic rows");
     let mut spec = spec("criteo_synth", dir.path());
     spec.files.split = None; // all 1M rows in the measured pass
     bench_encode(c, "synthetic_criteo_1M_rows", &spec);

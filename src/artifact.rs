@@ -116,10 +116,7 @@ pub fn input_schema(encoder: &Encoder) -> InputSchema {
             _ => field_ids.push(f.spec.name.clone()),
         }
     }
-    InputSchema {
-        field_ids,
-        sequences,
-    }
+    InputSchema { field_ids, sequences }
 }
 
 /// A loaded, checked artifact directory.
@@ -134,13 +131,9 @@ impl Artifact {
     /// manifest's input schema is the one the encoder implies.
     pub fn load(dir: &Path) -> Result<Self, ArtifactError> {
         let mpath = dir.join("manifest.json");
-        let invalid = |path: &Path, reason: String| ArtifactError::Invalid {
-            path: path.to_path_buf(),
-            reason,
-        };
+        let invalid = |path: &Path, reason: String| ArtifactError::Invalid { path: path.to_path_buf(), reason };
         let bytes = std::fs::read(&mpath).map_err(|e| invalid(&mpath, e.to_string()))?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| invalid(&mpath, e.to_string()))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| invalid(&mpath, e.to_string()))?;
         if manifest.format != MANIFEST_FORMAT || manifest.format_version != MANIFEST_VERSION {
             return Err(invalid(
                 &mpath,
@@ -155,23 +148,14 @@ impl Artifact {
         if implied != manifest.inputs {
             return Err(invalid(
                 &mpath,
-                format!(
-                    "input schema {:?} does not match the encoder's {:?}",
-                    manifest.inputs, implied
-                ),
+                format!("input schema {:?} does not match the encoder's {:?}", manifest.inputs, implied),
             ));
         }
         if manifest.ensemble().is_none() {
             return Err(invalid(&mpath, "no ensemble graph listed".into()));
         }
         if manifest.best_student >= manifest.students().count() {
-            return Err(invalid(
-                &mpath,
-                format!(
-                    "best_student {} is not a listed student",
-                    manifest.best_student
-                ),
-            ));
+            return Err(invalid(&mpath, format!("best_student {} is not a listed student", manifest.best_student)));
         }
         for g in &manifest.graphs {
             let path = dir.join(&g.file);
@@ -179,27 +163,16 @@ impl Artifact {
             if data.len() as u64 != g.file_bytes {
                 return Err(invalid(
                     &path,
-                    format!(
-                        "{} bytes, manifest says {} (truncated or replaced)",
-                        data.len(),
-                        g.file_bytes
-                    ),
+                    format!("{} bytes, manifest says {} (truncated or replaced)", data.len(), g.file_bytes),
                 ));
             }
             let hash = blake3::hash(&data).to_hex().to_string();
             if hash != g.blake3 {
-                return Err(invalid(
-                    &path,
-                    "content hash differs from the manifest's".into(),
-                ));
+                return Err(invalid(&path, "content hash differs from the manifest's".into()));
             }
             check_graph_inputs(&data, &manifest.inputs).map_err(|reason| invalid(&path, reason))?;
         }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            manifest,
-            encoder,
-        })
+        Ok(Self { dir: dir.to_path_buf(), manifest, encoder })
     }
 }
 
@@ -210,12 +183,7 @@ fn check_graph_inputs(bytes: &[u8], schema: &InputSchema) -> Result<(), String> 
     let model = ModelProto::decode(bytes).map_err(|e| format!("not an ONNX model: {e}"))?;
     let graph = model.graph.ok_or("ONNX model without a graph")?;
     let mut want: Vec<(String, i64)> = vec![("field_ids".into(), schema.field_ids.len() as i64)];
-    want.extend(
-        schema
-            .sequences
-            .iter()
-            .map(|s| (s.input.clone(), s.max_len as i64)),
-    );
+    want.extend(schema.sequences.iter().map(|s| (s.input.clone(), s.max_len as i64)));
     let got: Vec<(String, i64)> = graph
         .input
         .iter()
@@ -236,9 +204,7 @@ fn check_graph_inputs(bytes: &[u8], schema: &InputSchema) -> Result<(), String> 
         })
         .collect();
     if got != want {
-        return Err(format!(
-            "graph inputs {got:?} do not match the manifest's schema {want:?} (name, width)"
-        ));
+        return Err(format!("graph inputs {got:?} do not match the manifest's schema {want:?} (name, width)"));
     }
     Ok(())
 }

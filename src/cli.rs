@@ -6,11 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ensemble_serve::config;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "serve",
-    version,
-    about = "Train KDEF CTR ensembles and serve them with latency-budget routing"
-)]
+#[command(name = "serve", version, about = "Train KDEF CTR ensembles and serve them with latency-budget routing")]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, env = "SERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

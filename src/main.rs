@@ -12,10 +12,7 @@ use cli::{Cli, Command, DataCommand};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match dispatch(
-        cli.command
-            .unwrap_or_else(|| Command::Run(Default::default())),
-    ) {
+    match dispatch(cli.command.unwrap_or_else(|| Command::Run(Default::default()))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, causes joined; no backtrace for an operator-facing error.
@@ -26,11 +23,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: cli::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,ort=warn".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         cli::LogFormat::Text => builder.init(),
         cli::LogFormat::Json => builder.json().init(),
@@ -69,9 +63,7 @@ fn run_server(args: cli::RunArgs) -> Result<()> {
     let library = runtime::resolve_library(args.ort_lib.as_deref().or(cfg.ort_library.as_deref()));
     let env = runtime::init(&library)?;
     tracing::info!(library = %library.display(), "ONNX Runtime loaded");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(ensemble_serve::serve::serve(env, cfg))?;
     Ok(())
 }
@@ -87,29 +79,19 @@ fn run_data(cmd: DataCommand) -> Result<()> {
         }
         DataCommand::Encode(args) => {
             let spec = features::DatasetSpec::load(&args.spec, &args.location.data_dir)?;
-            let root = args
-                .cache_dir
-                .unwrap_or_else(|| paths::cache_dir().join("datasets"));
+            let root = args.cache_dir.unwrap_or_else(|| paths::cache_dir().join("datasets"));
             let ds = data::Dataset::open(&spec, &root, true)?;
             let state = if ds.from_cache { "up to date" } else { "built" };
             println!("{} ({state}): {}", spec.name, ds.dir.display());
             for p in &ds.parts {
-                println!(
-                    "  {:<5} {:>10} rows  label mean {:.4}  skipped {}",
-                    p.part, p.rows, p.label_mean, p.skipped
-                );
+                println!("  {:<5} {:>10} rows  label mean {:.4}  skipped {}", p.part, p.rows, p.label_mean, p.skipped);
             }
             Ok(())
         }
         DataCommand::Build(args) => {
             let (table, ratios) = match args.source {
-                cli::RawSource::Frappe => {
-                    (data::raw::frappe(&args.src, args.seed)?, [0.7, 0.2, 0.1])
-                }
-                cli::RawSource::Movielens => (
-                    data::raw::movielens_100k(&args.src, args.seed)?,
-                    [0.8, 0.1, 0.1],
-                ),
+                cli::RawSource::Frappe => (data::raw::frappe(&args.src, args.seed)?, [0.7, 0.2, 0.1]),
+                cli::RawSource::Movielens => (data::raw::movielens_100k(&args.src, args.seed)?, [0.8, 0.1, 0.1]),
             };
             let sizes = data::raw::write_splits(&table, ratios, &args.out)
                 .with_context(|| format!("writing splits to {}", args.out.display()))?;
@@ -124,11 +106,7 @@ fn run_data(cmd: DataCommand) -> Result<()> {
             Ok(())
         }
         DataCommand::Synth(args) => {
-            let cfg = data::synth::SynthConfig {
-                rows: args.rows,
-                seed: args.seed,
-                scale: args.scale,
-            };
+            let cfg = data::synth::SynthConfig { rows: args.rows, seed: args.seed, scale: args.scale };
             let start = std::time::Instant::now();
             let ctr = data::synth::generate(&cfg, &args.out)?;
             println!(
@@ -174,19 +152,11 @@ fn run_train(args: cli::TrainArgs) -> Result<()> {
     let spec = features::DatasetSpec::load(&cfg.dataset, &args.location.data_dir)?;
     let data = data::Dataset::open(&spec, &paths::cache_dir().join("datasets"), true)?;
     tracing::info!(dataset = %spec.name, rows = data.train.rows, cached = data.from_cache, "training data ready");
-    let name = if cfg.name.is_empty() {
-        format!("{}_{}", spec.name, cfg.framework)
-    } else {
-        cfg.name.clone()
-    };
-    let outcome = train::train(&cfg, &data, !args.quiet, |e| {
-        tracing::info!("{}", train::report::epoch_line(e))
-    })?;
-    let dir = args
-        .output
-        .unwrap_or_else(|| std::path::PathBuf::from("runs").join(&name));
-    let dir = train::report::write_run(&dir, &cfg, &outcome, &data)
-        .with_context(|| format!("writing {}", dir.display()))?;
+    let name = if cfg.name.is_empty() { format!("{}_{}", spec.name, cfg.framework) } else { cfg.name.clone() };
+    let outcome = train::train(&cfg, &data, !args.quiet, |e| tracing::info!("{}", train::report::epoch_line(e)))?;
+    let dir = args.output.unwrap_or_else(|| std::path::PathBuf::from("runs").join(&name));
+    let dir =
+        train::report::write_run(&dir, &cfg, &outcome, &data).with_context(|| format!("writing {}", dir.display()))?;
     print!("{}", train::report::markdown(&cfg, &outcome, &data));
     println!("\nrun written to {}", dir.display());
     if !args.no_export {
@@ -204,8 +174,7 @@ fn run_export(run: &std::path::Path, target: &cli::ExportTarget) -> Result<()> {
         ort_library: runtime::resolve_library(target.ort_lib.as_deref()),
         profile_runs: target.profile_runs,
     };
-    let dir = ensemble_serve::export::export_run(run, &opts)
-        .with_context(|| format!("exporting {}", run.display()))?;
+    let dir = ensemble_serve::export::export_run(run, &opts).with_context(|| format!("exporting {}", run.display()))?;
     println!("artifact written to {}", dir.display());
     Ok(())
 }

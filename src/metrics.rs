@@ -65,10 +65,7 @@ mod tests {
     #[test]
     fn auc_counts_ties_as_half() {
         // Pairs (pos, neg): (0.8,0.1) win, (0.8,0.4) win, (0.4,0.1) win, (0.4,0.4) tie → 3.5 / 4.
-        assert_eq!(
-            auc(&[0.8, 0.4, 0.4, 0.1], &[1.0, 1.0, 0.0, 0.0]),
-            Some(0.875)
-        );
+        assert_eq!(auc(&[0.8, 0.4, 0.4, 0.1], &[1.0, 1.0, 0.0, 0.0]), Some(0.875));
         assert_eq!(auc(&[0.5, 0.5], &[1.0, 0.0]), Some(0.5));
         assert_eq!(auc(&[0.1, 0.9], &[1.0, 1.0]), None);
     }

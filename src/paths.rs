@@ -15,14 +15,10 @@ pub fn cache_dir() -> PathBuf {
 
 /// The ONNX Runtime library `scripts/setup` installs.
 pub fn default_ort_library() -> PathBuf {
-    cache_dir()
-        .join("onnxruntime-1.31.1")
-        .join("libonnxruntime.so.1.31.1")
+    cache_dir().join("onnxruntime-1.31.1").join("libonnxruntime.so.1.31.1")
 }
 
 /// Real CTR data: `$CTR_DATA_DIR`, else `../shared/data` relative to the working directory.
 pub fn data_dir() -> PathBuf {
-    std::env::var_os("CTR_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("../shared/data"))
+    std::env::var_os("CTR_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/data"))
 }

@@ -19,28 +19,16 @@ static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Loads ONNX Runtime from `library` once; later calls with the same path return the same environment.
 pub fn init(library: &Path) -> Result<&'static Environment, RuntimeError> {
-    let _serialised = INIT_LOCK
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serialised = INIT_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((path, env)) = ENV.get() {
-        return if path == library {
-            Ok(env)
-        } else {
-            Err(RuntimeError::AlreadyFrom(path.clone()))
-        };
+        return if path == library { Ok(env) } else { Err(RuntimeError::AlreadyFrom(path.clone())) };
     }
     if !library.is_file() {
         return Err(RuntimeError::Missing(library.to_path_buf()));
     }
-    let load_err = |reason: String| RuntimeError::Load {
-        path: library.to_path_buf(),
-        reason,
-    };
+    let load_err = |reason: String| RuntimeError::Load { path: library.to_path_buf(), reason };
     let builder = ort::init_from(library).map_err(|e| load_err(e.to_string()))?;
-    let env = builder
-        .with_name("ensemble-serve")
-        .build()
-        .map_err(|e| load_err(e.to_string()))?;
+    let env = builder.with_name("ensemble-serve").build().map_err(|e| load_err(e.to_string()))?;
     let (_, env) = ENV.get_or_init(|| (library.to_path_buf(), env));
     Ok(env)
 }
@@ -69,56 +57,33 @@ impl GraphSession {
         encoder: &crate::features::Encoder,
         intra_threads: usize,
     ) -> Result<Self, ort::Error> {
-        let session = ort::session::Session::builder(env)?
-            .with_intra_threads(intra_threads.max(1))?
-            .commit_from_file(path)?;
+        let session =
+            ort::session::Session::builder(env)?.with_intra_threads(intra_threads.max(1))?.commit_from_file(path)?;
         let sequences = schema
             .sequences
             .iter()
             .map(|s| {
-                let i = encoder
-                    .fields
-                    .iter()
-                    .position(|f| f.spec.name == s.field)
-                    .expect("schema matches encoder");
+                let i = encoder.fields.iter().position(|f| f.spec.name == s.field).expect("schema matches encoder");
                 (s.input.clone(), encoder.slots(i).start, s.max_len)
             })
             .collect();
-        Ok(Self {
-            session,
-            scalars: schema.field_ids.len(),
-            sequences,
-        })
+        Ok(Self { session, scalars: schema.field_ids.len(), sequences })
     }
 
     /// Runs `rows` encoded rows (row-major, `width` ids each); returns `output` as a flat row-major vector.
-    pub fn run(
-        &mut self,
-        ids: &[u32],
-        width: usize,
-        output: &str,
-    ) -> Result<(Vec<f32>, usize), ort::Error> {
+    pub fn run(&mut self, ids: &[u32], width: usize, output: &str) -> Result<(Vec<f32>, usize), ort::Error> {
         let rows = ids.len() / width.max(1);
         let column = |start: usize, len: usize| {
             let mut v = Vec::with_capacity(rows * len);
             for r in 0..rows {
-                v.extend(
-                    ids[r * width + start..r * width + start + len]
-                        .iter()
-                        .map(|&x| x as i64),
-                );
+                v.extend(ids[r * width + start..r * width + start + len].iter().map(|&x| x as i64));
             }
             ndarray::Array2::from_shape_vec((rows, len), v).expect("shape")
         };
-        let mut inputs: Vec<(String, ort::value::DynValue)> = vec![(
-            "field_ids".into(),
-            ort::value::Tensor::from_array(column(0, self.scalars))?.into_dyn(),
-        )];
+        let mut inputs: Vec<(String, ort::value::DynValue)> =
+            vec![("field_ids".into(), ort::value::Tensor::from_array(column(0, self.scalars))?.into_dyn())];
         for (name, start, len) in &self.sequences {
-            inputs.push((
-                name.clone(),
-                ort::value::Tensor::from_array(column(*start, *len))?.into_dyn(),
-            ));
+            inputs.push((name.clone(), ort::value::Tensor::from_array(column(*start, *len))?.into_dyn()));
         }
         let outputs = self.session.run(inputs)?;
         let (shape, data) = outputs[output].try_extract_tensor::<f32>()?;

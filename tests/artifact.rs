@@ -10,10 +10,7 @@ use serde_json::Value;
 
 fn shipped() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/default");
-    let mut versions: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
     versions.sort();
     versions.pop().expect("a shipped default model")
 }
@@ -30,10 +27,7 @@ fn copy() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn err(dir: &Path) -> String {
-    Artifact::load(dir)
-        .err()
-        .expect("load must fail")
-        .to_string()
+    Artifact::load(dir).err().expect("load must fail").to_string()
 }
 
 fn edit_manifest(dir: &Path, f: impl FnOnce(&mut Value)) {
@@ -55,10 +49,7 @@ fn a_missing_graph_is_named() {
     let (_t, dir) = copy();
     std::fs::remove_file(dir.join("student_1.onnx")).unwrap();
     let e = err(&dir);
-    assert!(
-        e.contains("student_1.onnx") && e.contains("No such file"),
-        "{e}"
-    );
+    assert!(e.contains("student_1.onnx") && e.contains("No such file"), "{e}");
 }
 
 #[test]
@@ -68,10 +59,7 @@ fn a_truncated_graph_is_named() {
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     let e = err(&dir);
-    assert!(
-        e.contains("ensemble.onnx") && e.contains("truncated"),
-        "{e}"
-    );
+    assert!(e.contains("ensemble.onnx") && e.contains("truncated"), "{e}");
 }
 
 #[test]
@@ -92,10 +80,7 @@ fn a_manifest_schema_that_differs_from_the_encoder_is_named() {
         m["inputs"]["field_ids"].as_array_mut().unwrap().pop();
     });
     let e = err(&dir);
-    assert!(
-        e.contains("manifest.json") && e.contains("does not match the encoder"),
-        "{e}"
-    );
+    assert!(e.contains("manifest.json") && e.contains("does not match the encoder"), "{e}");
 }
 
 #[test]
@@ -108,20 +93,12 @@ fn a_graph_whose_inputs_differ_from_the_manifest_is_named() {
     let bytes = to_bytes(&g.finish());
     std::fs::write(dir.join("student_0.onnx"), &bytes).unwrap();
     edit_manifest(&dir, |m| {
-        let graph = m["graphs"]
-            .as_array_mut()
-            .unwrap()
-            .iter_mut()
-            .find(|g| g["file"] == "student_0.onnx")
-            .unwrap();
+        let graph = m["graphs"].as_array_mut().unwrap().iter_mut().find(|g| g["file"] == "student_0.onnx").unwrap();
         graph["file_bytes"] = bytes.len().into();
         graph["blake3"] = blake3::hash(&bytes).to_hex().to_string().into();
     });
     let e = err(&dir);
-    assert!(
-        e.contains("student_0.onnx") && e.contains("do not match the manifest's schema"),
-        "{e}"
-    );
+    assert!(e.contains("student_0.onnx") && e.contains("do not match the manifest's schema"), "{e}");
 }
 
 #[test]

@@ -2,11 +2,7 @@
 use std::process::Command;
 
 fn serve(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_serve"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_serve")).args(args).env("RUST_BACKTRACE", "1").output().unwrap()
 }
 
 #[test]
@@ -34,21 +30,12 @@ fn every_command_has_help() {
 
 #[test]
 fn wrong_ort_library_is_a_one_line_error() {
-    let out = serve(&[
-        "run",
-        "--config",
-        "/nonexistent.toml",
-        "--ort-lib",
-        "/nonexistent/libonnxruntime.so",
-    ]);
+    let out = serve(&["run", "--config", "/nonexistent.toml", "--ort-lib", "/nonexistent/libonnxruntime.so"]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors, ["error: ONNX Runtime library not found at /nonexistent/libonnxruntime.so (run scripts/setup, or pass --ort-lib / set ORT_DYLIB_PATH)"]);
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "{stderr}"
-    );
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
 }
 
 #[test]
@@ -56,20 +43,9 @@ fn a_file_that_is_not_onnx_runtime_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("libonnxruntime.so");
     std::fs::write(&fake, b"not a shared library").unwrap();
-    let out = serve(&[
-        "run",
-        "--config",
-        "/nonexistent.toml",
-        "--ort-lib",
-        fake.to_str().unwrap(),
-    ]);
+    let out = serve(&["run", "--config", "/nonexistent.toml", "--ort-lib", fake.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr
-            .lines()
-            .any(|l| l.starts_with("error: cannot load ONNX Runtime from")),
-        "{stderr}"
-    );
+    assert!(stderr.lines().any(|l| l.starts_with("error: cannot load ONNX Runtime from")), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -13,23 +13,15 @@ fn cache_is_reused_invalidated_and_exact() {
     let copy = tmp.path().join("benchmarks/ml100k_ctr");
     std::fs::create_dir_all(&copy).unwrap();
     for part in ["train", "valid", "test"] {
-        std::fs::copy(
-            data.join("benchmarks/ml100k_ctr")
-                .join(format!("{part}.csv")),
-            copy.join(format!("{part}.csv")),
-        )
-        .unwrap();
+        std::fs::copy(data.join("benchmarks/ml100k_ctr").join(format!("{part}.csv")), copy.join(format!("{part}.csv")))
+            .unwrap();
     }
     let spec = common::spec("ml100k_ctr", tmp.path());
     let cache = tmp.path().join("cache");
     let first = Dataset::open(&spec, &cache, false).unwrap();
     assert!(!first.from_cache);
     assert_eq!(
-        (
-            first.train.rows,
-            first.valid.as_ref().unwrap().rows,
-            first.test.as_ref().unwrap().rows
-        ),
+        (first.train.rows, first.valid.as_ref().unwrap().rows, first.test.as_ref().unwrap().rows),
         (58_284, 7_285, 7_286)
     );
     let mut streamed = Vec::new();

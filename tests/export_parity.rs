@@ -55,59 +55,39 @@ fn check_with(cfg: TrainConfig) {
     let labels = &valid.labels()[..rows];
     let (tch_ens, tch_students) = train::predict(&out.ensemble, valid, tch::Device::Cpu);
 
-    let load = |file: &str| {
-        GraphSession::load(env, &dir.join(file), &art.manifest.inputs, &art.encoder, 1).unwrap()
-    };
+    let load = |file: &str| GraphSession::load(env, &dir.join(file), &art.manifest.inputs, &art.encoder, 1).unwrap();
     let mut ens = load("ensemble.onnx");
     let (p, _) = ens.run(ids, valid.width, "probability").unwrap();
     let (sp, k) = ens.run(ids, valid.width, "student_probabilities").unwrap();
     assert_eq!(k, students.len());
-    assert_close(
-        &p,
-        &tch_ens[..rows],
-        labels,
-        &format!("{framework} ensemble"),
-    );
-    for g in art
-        .manifest
-        .graphs
-        .iter()
-        .filter(|g| g.kind == GraphKind::Student)
-    {
+    assert_close(&p, &tch_ens[..rows], labels, &format!("{framework} ensemble"));
+    for g in art.manifest.graphs.iter().filter(|g| g.kind == GraphKind::Student) {
         let s = g.index.unwrap();
         let column: Vec<f32> = (0..rows).map(|r| sp[r * k + s]).collect();
-        assert_close(
-            &column,
-            &tch_students[s][..rows],
-            labels,
-            &format!("{framework} ensemble column {s}"),
-        );
+        // Concat trains only the fused head: its students' own heads keep their random init, so their
+        // near-constant outputs are nearly all ties and AUC flips on 1e-7 noise; probabilities still compared.
+        let what = format!("{framework} ensemble column {s}");
+        assert_close_auc(&column, &tch_students[s][..rows], labels, &what, framework != "concat");
         let (alone, _) = load(&g.file).run(ids, valid.width, "probability").unwrap();
-        let worst = alone
-            .iter()
-            .zip(&column)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(
-            worst <= 1e-6,
-            "{framework}: student_{s}.onnx differs from ensemble column by {worst}"
-        );
+        let worst = alone.iter().zip(&column).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= 1e-6, "{framework}: student_{s}.onnx differs from ensemble column by {worst}");
     }
     onnx_checker(&dir);
 }
 
 fn assert_close(ort: &[f32], tch: &[f32], labels: &[f32], what: &str) {
-    let worst = ort
-        .iter()
-        .zip(tch)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    assert_close_auc(ort, tch, labels, what, true)
+}
+
+fn assert_close_auc(ort: &[f32], tch: &[f32], labels: &[f32], what: &str, check_auc: bool) {
+    let worst = ort.iter().zip(tch).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(worst <= 1e-5, "{what}: max |ORT − tch| = {worst}");
+    if !check_auc {
+        eprintln!("{what}: max |ORT − tch| = {worst:.2e} (AUC not compared)");
+        return;
+    }
     let (a, b) = (auc(ort, labels).unwrap(), auc(tch, labels).unwrap());
-    assert!(
-        (a - b).abs() < 5e-7,
-        "{what}: AUC {a:.7} (ORT) vs {b:.7} (tch)"
-    );
+    assert!((a - b).abs() < 5e-7, "{what}: AUC {a:.7} (ORT) vs {b:.7} (tch)");
     eprintln!("{what}: max |ORT − tch| = {worst:.2e}, AUC {a:.6}");
 }
 
@@ -121,10 +101,8 @@ fn onnx_checker(dir: &std::path::Path) {
         .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
         .map(|p| p.display().to_string())
         .collect();
-    let has_onnx = std::process::Command::new(&python)
-        .args(["-c", "import onnx"])
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let has_onnx =
+        std::process::Command::new(&python).args(["-c", "import onnx"]).output().is_ok_and(|o| o.status.success());
     if !has_onnx {
         assert!(
             std::env::var("CI").map_or(true, |v| v != "true"),
@@ -133,17 +111,8 @@ fn onnx_checker(dir: &std::path::Path) {
         eprintln!("*** SKIPPED onnx.checker: {python} cannot import onnx ***");
         return;
     }
-    let out = std::process::Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .args(&files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "onnx.checker rejected a graph: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = std::process::Command::new(&python).arg("-c").arg(script).args(&files).output().unwrap();
+    assert!(out.status.success(), "onnx.checker rejected a graph: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]
@@ -199,12 +168,7 @@ fn single_dhen_attention_linear() {
 #[test]
 fn single_dhen_all_modules_concat() {
     let mut cfg = small_config("single", &["dhen"]);
-    cfg.dhen_modules = vec![
-        "linear".into(),
-        "dcn".into(),
-        "self_attention".into(),
-        "dot".into(),
-    ];
+    cfg.dhen_modules = vec!["linear".into(), "dcn".into(), "self_attention".into(), "dot".into()];
     cfg.dhen_ensemble = "concat".into();
     check_with(cfg);
 }

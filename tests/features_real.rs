@@ -8,11 +8,7 @@ use ensemble_serve::data::encode::{encode_file, fit_encoder, Part};
 use ensemble_serve::features::{Encoder, FieldKind};
 use serde_json::{json, Map, Value};
 
-fn encode_all(
-    spec: &ensemble_serve::features::DatasetSpec,
-    enc: &Encoder,
-    part: Part,
-) -> (Vec<u32>, Vec<f32>, u64) {
+fn encode_all(spec: &ensemble_serve::features::DatasetSpec, enc: &Encoder, part: Part) -> (Vec<u32>, Vec<f32>, u64) {
     let (mut ids, mut labels) = (Vec::new(), Vec::new());
     let stats = encode_file(spec, enc, part, false, |row, label| {
         ids.extend_from_slice(row);
@@ -24,23 +20,16 @@ fn encode_all(
 }
 
 /// Distinct values per column of the training CSV, counted without the crate.
-fn independent_vocab_sizes(
-    path: &std::path::Path,
-    sequence: Option<(&str, &str)>,
-) -> HashMap<String, usize> {
+fn independent_vocab_sizes(path: &std::path::Path, sequence: Option<(&str, &str)>) -> HashMap<String, usize> {
     let (header, rows) = common::read_plain_csv(path);
     let mut sets: HashMap<String, HashSet<String>> = HashMap::new();
     for row in &rows {
         for (name, value) in header.iter().zip(row).skip(1) {
             let set = sets.entry(name.clone()).or_default();
             match sequence {
-                Some((seq, sep)) if seq == name => value
-                    .split(sep)
-                    .filter(|t| !t.is_empty())
-                    .take(5)
-                    .for_each(|t| {
-                        set.insert(t.to_string());
-                    }),
+                Some((seq, sep)) if seq == name => value.split(sep).filter(|t| !t.is_empty()).take(5).for_each(|t| {
+                    set.insert(t.to_string());
+                }),
                 _ => {
                     set.insert(value.clone());
                 }
@@ -60,28 +49,17 @@ fn frappe_counts_and_vocabularies() {
     let valid = encode_file(&spec, &enc, Part::Valid, false, |_, _| Ok(())).unwrap();
     let test = encode_file(&spec, &enc, Part::Test, false, |_, _| Ok(())).unwrap();
     assert_eq!((valid.rows, test.rows), (57_721, 28_862));
-    assert_eq!(
-        fit.rejects.count + valid.rejects.count + test.rejects.count,
-        0
-    );
+    assert_eq!(fit.rejects.count + valid.rejects.count + test.rejects.count, 0);
     eprintln!(
         "frappe label mean: train {:.4} valid {:.4} test {:.4}",
         fit.label_mean(),
         valid.label_mean(),
         test.label_mean()
     );
-    assert!(
-        (fit.label_mean() - 1.0 / 3.0).abs() < 0.01,
-        "2 negatives per positive"
-    );
+    assert!((fit.label_mean() - 1.0 / 3.0).abs() < 0.01, "2 negatives per positive");
     let want = independent_vocab_sizes(&spec.files.train, None);
     for f in &enc.fields {
-        assert_eq!(
-            f.vocab.size(),
-            want[&f.spec.name],
-            "vocabulary of {}",
-            f.spec.name
-        );
+        assert_eq!(f.vocab.size(), want[&f.spec.name], "vocabulary of {}", f.spec.name);
     }
 }
 
@@ -96,22 +74,10 @@ fn ml100k_counts_vocabularies_and_genre_sequences() {
     assert_eq!((valid_rows, test_rows), (7_285, 7_286));
     let want = independent_vocab_sizes(&spec.files.train, Some(("Genres", "^")));
     for f in &enc.fields {
-        assert_eq!(
-            f.vocab.size(),
-            want[&f.spec.name],
-            "vocabulary of {}",
-            f.spec.name
-        );
+        assert_eq!(f.vocab.size(), want[&f.spec.name], "vocabulary of {}", f.spec.name);
     }
-    let genres = enc
-        .fields
-        .iter()
-        .position(|f| f.spec.name == "Genres")
-        .unwrap();
-    assert!(matches!(
-        enc.fields[genres].spec.kind,
-        FieldKind::Sequence { max_len: 5, .. }
-    ));
+    let genres = enc.fields.iter().position(|f| f.spec.name == "Genres").unwrap();
+    assert!(matches!(enc.fields[genres].spec.kind, FieldKind::Sequence { max_len: 5, .. }));
     // Against the raw text: token k of row r is the id of the k-th genre, then padding.
     let (_, rows) = common::read_plain_csv(&spec.files.valid.clone().unwrap());
     let slots = enc.slots(genres);
@@ -146,24 +112,15 @@ fn json_path_matches_training_path(name: &str) {
                 let f = enc.fields.iter().find(|f| &f.spec.name == col).unwrap();
                 let v = match (&f.spec.kind, variant) {
                     (FieldKind::Sequence { separator, .. }, 1) => {
-                        json!(value
-                            .split(separator.as_str())
-                            .filter(|t| !t.is_empty())
-                            .collect::<Vec<_>>())
+                        json!(value.split(separator.as_str()).filter(|t| !t.is_empty()).collect::<Vec<_>>())
                     }
-                    (_, 2) => value
-                        .parse::<i64>()
-                        .map(Value::from)
-                        .unwrap_or_else(|_| json!(value)),
+                    (_, 2) => value.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(value)),
                     _ => json!(value),
                 };
                 obj.insert(col.clone(), v);
             }
             enc.encode_json_object(&obj, false, &mut out).unwrap();
-            assert_eq!(
-                out, expected,
-                "{name} valid row {r} (JSON variant {variant})"
-            );
+            assert_eq!(out, expected, "{name} valid row {r} (JSON variant {variant})");
         }
     }
 }
@@ -187,25 +144,16 @@ fn json_errors_name_the_field() {
     let obj = |v: Value| v.as_object().unwrap().clone();
     let full = json!({"UserID": 8, "Gender": "M", "Age": 36, "Occupation": "administrator", "MovieID": 233,
                       "Release": 1992, "Genres": ["Action"]});
-    enc.encode_json_object(&obj(full.clone()), false, &mut out)
-        .unwrap();
+    enc.encode_json_object(&obj(full.clone()), false, &mut out).unwrap();
     let mut missing = obj(full.clone());
     missing.remove("Gender");
-    let err = enc
-        .encode_json_object(&missing, false, &mut out)
-        .unwrap_err();
+    let err = enc.encode_json_object(&missing, false, &mut out).unwrap_err();
     assert_eq!(err.to_string(), "field 'Gender' is missing");
     enc.encode_json_object(&missing, true, &mut out).unwrap();
-    assert_eq!(
-        out[1],
-        enc.fields[1].vocab.oov_id(),
-        "missing as OOV when configured"
-    );
+    assert_eq!(out[1], enc.fields[1].vocab.oov_id(), "missing as OOV when configured");
     let mut nested = obj(full);
     nested.insert("Age".into(), json!({"years": 36}));
-    let err = enc
-        .encode_json_object(&nested, false, &mut out)
-        .unwrap_err();
+    let err = enc.encode_json_object(&nested, false, &mut out).unwrap_err();
     assert!(err.to_string().starts_with("field 'Age':"), "{err}");
 }
 
@@ -223,11 +171,7 @@ fn encoder_file_round_trips() {
         assert_eq!(a.spec, b.spec);
         assert_eq!(a.vocab.tokens(), b.vocab.tokens());
     }
-    std::fs::write(
-        &path,
-        br#"{"format":"ensemble-serve/encoder","version":99}"#,
-    )
-    .unwrap();
+    std::fs::write(&path, br#"{"format":"ensemble-serve/encoder","version":99}"#).unwrap();
     let err = Encoder::load(&path).unwrap_err().to_string();
     assert!(err.contains("encoder.json"), "{err}");
 }

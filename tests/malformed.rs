@@ -8,10 +8,7 @@ use ensemble_serve::data::DataError;
 use ensemble_serve::features::{DatasetSpec, ErrorPolicy};
 
 fn spec(format: &str, train: &Path, fields: &str) -> DatasetSpec {
-    let text = format!(
-        "name = \"fixture\"\nformat = \"{format}\"\n[files]\ntrain = \"{}\"\n{fields}",
-        train.display()
-    );
+    let text = format!("name = \"fixture\"\nformat = \"{format}\"\n[files]\ntrain = \"{}\"\n{fields}", train.display());
     let dir = train.parent().unwrap();
     let path = dir.join("spec.toml");
     std::fs::write(&path, text).unwrap();
@@ -60,20 +57,11 @@ yes,u3,1,a\n\
     strict.on_error = ErrorPolicy::Fail;
     match fit_encoder(&strict, false) {
         Err(DataError::Malformed { path, line, reason }) => {
-            assert_eq!(
-                (path, line, reason.as_str()),
-                (train.clone(), 3, "expected 4 columns, found 3")
-            );
+            assert_eq!((path, line, reason.as_str()), (train.clone(), 3, "expected 4 columns, found 3"));
         }
-        other => panic!(
-            "expected a malformed-line error, got {:?}",
-            other.map(|(_, s)| s.rows)
-        ),
+        other => panic!("expected a malformed-line error, got {:?}", other.map(|(_, s)| s.rows)),
     }
-    let err = fit_encoder(&strict, false)
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
+    let err = fit_encoder(&strict, false).map(|_| ()).unwrap_err().to_string();
     assert_eq!(err, format!("{p}:3: expected 4 columns, found 3"));
 }
 
@@ -81,16 +69,10 @@ yes,u3,1,a\n\
 fn missing_columns_and_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let train = write(dir.path(), "train.csv", b"label,user,cost\n1,a,2\n");
-    let err = fit_encoder(&spec("csv", &train, CSV_FIELDS), false)
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
+    let err = fit_encoder(&spec("csv", &train, CSV_FIELDS), false).map(|_| ()).unwrap_err().to_string();
     assert!(err.contains("header has no column 'price'"), "{err}");
     let gone = dir.path().join("absent.csv");
-    let err = fit_encoder(&spec("csv", &gone, CSV_FIELDS), false)
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
+    let err = fit_encoder(&spec("csv", &gone, CSV_FIELDS), false).map(|_| ()).unwrap_err().to_string();
     assert!(err.starts_with(&gone.display().to_string()), "{err}");
 }
 
@@ -102,16 +84,8 @@ fn libsvm_lines_with_ranges_and_errors() {
     let fields = "[[fields]]\nname = \"a\"\nkind = \"categorical\"\nindices = [0, 9]\n[[fields]]\nname = \"b\"\nkind = \"categorical\"\nindices = [10, 19]\n";
     let (enc, stats) = fit_encoder(&spec("libsvm", &train, fields), false).unwrap();
     assert_eq!(stats.rows, 3);
-    assert!(
-        (stats.label_mean() - 2.0 / 3.0).abs() < 1e-9,
-        "-1 is a negative label"
-    );
-    let reasons: Vec<_> = stats
-        .rejects
-        .first
-        .iter()
-        .map(|e| e.split_once(": ").unwrap().1.to_string())
-        .collect();
+    assert!((stats.label_mean() - 2.0 / 3.0).abs() < 1e-9, "-1 is a negative label");
+    let reasons: Vec<_> = stats.rejects.first.iter().map(|e| e.split_once(": ").unwrap().1.to_string()).collect();
     assert_eq!(
         reasons,
         [
@@ -121,21 +95,8 @@ fn libsvm_lines_with_ranges_and_errors() {
             "two features for field #1",
         ]
     );
-    assert_eq!(
-        stats.rejects.first[0]
-            .rsplit_once(':')
-            .unwrap()
-            .0
-            .rsplit_once(':')
-            .unwrap()
-            .1,
-        "4"
-    );
-    assert_eq!(
-        enc.fields[0].vocab.size(),
-        4,
-        "indices 3 and 4 + padding + OOV"
-    );
+    assert_eq!(stats.rejects.first[0].rsplit_once(':').unwrap().0.rsplit_once(':').unwrap().1, "4");
+    assert_eq!(enc.fields[0].vocab.size(), 4, "indices 3 and 4 + padding + OOV");
 }
 
 #[test]
@@ -143,30 +104,12 @@ fn criteo_rows_gz_and_xz_read_like_plain() {
     let dir = tempfile::tempdir().unwrap();
     let mut body = String::new();
     for i in 0..50 {
-        let ints: Vec<String> = (0..13)
-            .map(|j| {
-                if (i + j) % 7 == 0 {
-                    String::new()
-                } else {
-                    ((i * j) % 40).to_string()
-                }
-            })
-            .collect();
+        let ints: Vec<String> =
+            (0..13).map(|j| if (i + j) % 7 == 0 { String::new() } else { ((i * j) % 40).to_string() }).collect();
         let cats: Vec<String> = (0..26)
-            .map(|j| {
-                if (i + j) % 5 == 0 {
-                    String::new()
-                } else {
-                    format!("{:08x}", (i % 9) * 31 + j)
-                }
-            })
+            .map(|j| if (i + j) % 5 == 0 { String::new() } else { format!("{:08x}", (i % 9) * 31 + j) })
             .collect();
-        body.push_str(&format!(
-            "{}\t{}\t{}\n",
-            i % 2,
-            ints.join("\t"),
-            cats.join("\t")
-        ));
+        body.push_str(&format!("{}\t{}\t{}\n", i % 2, ints.join("\t"), cats.join("\t")));
     }
     body.push_str("1\t1\t2\n");
     let fields: String = (1..=13)

@@ -54,30 +54,16 @@ fn fixture() -> Option<&'static Fixture> {
             profile_runs: 20,
         };
         let dir = export_run(&run, &opts).unwrap();
-        let manifest: Manifest =
-            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        let manifest: Manifest = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
         let (header, rows) = common::read_plain_csv(spec.files.test.as_ref().unwrap());
         let labels = rows.iter().map(|r| r[0].parse().unwrap()).collect();
         let instances = rows
             .iter()
             .map(|r| {
-                Value::Object(
-                    header
-                        .iter()
-                        .zip(r)
-                        .skip(1)
-                        .map(|(h, v)| (h.clone(), json!(v)))
-                        .collect::<Map<_, _>>(),
-                )
+                Value::Object(header.iter().zip(r).skip(1).map(|(h, v)| (h.clone(), json!(v))).collect::<Map<_, _>>())
             })
             .collect();
-        Some(Fixture {
-            _tmp: tmp,
-            models,
-            manifest,
-            instances,
-            labels,
-        })
+        Some(Fixture { _tmp: tmp, models, manifest, instances, labels })
     })
     .as_ref()
 }
@@ -89,28 +75,17 @@ struct Server {
 
 impl Server {
     fn start(models: &Path, extra: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_serve"));
         cmd.args(["run", "--bind", &format!("127.0.0.1:{port}")])
             .arg("--models-dir")
             .arg(models)
             .args(extra)
-            .args(if extra.contains(&"--config") {
-                &[][..]
-            } else {
-                &["--config", "/nonexistent.toml"][..]
-            })
+            .args(if extra.contains(&"--config") { &[][..] } else { &["--config", "/nonexistent.toml"][..] })
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = cmd.spawn().unwrap();
-        let s = Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        };
+        let s = Self { child, base: format!("http://127.0.0.1:{port}") };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if ready(port) {
@@ -142,20 +117,10 @@ fn ready(port: u16) -> bool {
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let r = client
-        .post(url)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = client.post(url).header("content-type", "application/json").body(body).send().await.unwrap();
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("non-JSON answer ({status}): {text}")),
-    )
+    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer ({status}): {text}")))
 }
 
 /// Scores every instance through HTTP with `tier` forced, 500 instances per request.
@@ -166,13 +131,7 @@ async fn replay(base: &str, f: &Fixture, tier: &str) -> Vec<f32> {
         let body = json!({"instances": chunk, "tier": tier, "latency_budget_ms": 1000}).to_string();
         let (status, v) = post(&client, &format!("{base}/v1/score"), body).await;
         assert_eq!(status, 200, "{v}");
-        probs.extend(
-            v["probabilities"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p.as_f64().unwrap() as f32),
-        );
+        probs.extend(v["probabilities"].as_array().unwrap().iter().map(|p| p.as_f64().unwrap() as f32));
     }
     probs
 }
@@ -185,22 +144,12 @@ async fn http_scores_reproduce_the_offline_test_auc() {
     let got = auc(&replay(&server.base, f, "ensemble").await, &f.labels).unwrap();
     let want = ens.test.as_ref().unwrap().auc;
     eprintln!("ensemble: HTTP AUC {got:.8}, offline {want:.8}");
-    assert!(
-        (got - want).abs() <= 1e-6,
-        "ensemble: HTTP AUC {got} vs offline {want}"
-    );
-    let best = f
-        .manifest
-        .students()
-        .find(|g| g.index == Some(f.manifest.best_student))
-        .unwrap();
+    assert!((got - want).abs() <= 1e-6, "ensemble: HTTP AUC {got} vs offline {want}");
+    let best = f.manifest.students().find(|g| g.index == Some(f.manifest.best_student)).unwrap();
     let got = auc(&replay(&server.base, f, "student").await, &f.labels).unwrap();
     let want = best.test.as_ref().unwrap().auc;
     eprintln!("best student: HTTP AUC {got:.8}, offline {want:.8}");
-    assert!(
-        (got - want).abs() <= 1e-6,
-        "best student: HTTP AUC {got} vs offline {want}"
-    );
+    assert!((got - want).abs() <= 1e-6, "best student: HTTP AUC {got} vs offline {want}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,10 +172,7 @@ async fn budget_routes_between_ensemble_and_student() {
         json!({"instances": one, "latency_budget_ms": 0.001}).to_string(),
     )
     .await;
-    assert!(
-        tiny["served_by"].as_str().unwrap().starts_with("student:"),
-        "{tiny}"
-    );
+    assert!(tiny["served_by"].as_str().unwrap().starts_with("student:"), "{tiny}");
     assert_eq!(tiny["predicted_miss"], true);
     let r = client
         .post(format!("{}/v1/score", server.base))
@@ -236,22 +182,10 @@ async fn budget_routes_between_ensemble_and_student() {
         .await
         .unwrap();
     let v: Value = r.json().await.unwrap();
+    assert!(v["served_by"].as_str().unwrap().starts_with("student:"), "header budget: {v}");
+    let metrics = client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
     assert!(
-        v["served_by"].as_str().unwrap().starts_with("student:"),
-        "header budget: {v}"
-    );
-    let metrics = client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(
-            "ensemble_serve_routing_decisions_total{model=\"default\",reason=\"fallback\""
-        ),
+        metrics.contains("ensemble_serve_routing_decisions_total{model=\"default\",reason=\"fallback\""),
         "{metrics}"
     );
 }
@@ -271,42 +205,12 @@ async fn malformed_requests_get_json_4xx_naming_the_problem() {
     let huge = format!("{{\"instances\": [\"{}\"]}}", "x".repeat(600_000));
     let cases: Vec<(String, String, u16, &str)> = vec![
         (url.clone(), "{not json".into(), 400, "invalid_json"),
-        (
-            url.clone(),
-            json!({"instances": "nope"}).to_string(),
-            422,
-            "invalid_request",
-        ),
-        (
-            url.clone(),
-            json!({"instances": [good], "latency_budget_ms": "fast"}).to_string(),
-            422,
-            "invalid_request",
-        ),
-        (
-            url.clone(),
-            json!({"instances": [missing]}).to_string(),
-            422,
-            "invalid_instance",
-        ),
-        (
-            url.clone(),
-            json!({"instances": [42]}).to_string(),
-            422,
-            "invalid_instance",
-        ),
-        (
-            url.clone(),
-            json!({"instances": []}).to_string(),
-            422,
-            "no_instances",
-        ),
-        (
-            url.clone(),
-            json!({"instances": many}).to_string(),
-            413,
-            "too_many_instances",
-        ),
+        (url.clone(), json!({"instances": "nope"}).to_string(), 422, "invalid_request"),
+        (url.clone(), json!({"instances": [good], "latency_budget_ms": "fast"}).to_string(), 422, "invalid_request"),
+        (url.clone(), json!({"instances": [missing]}).to_string(), 422, "invalid_instance"),
+        (url.clone(), json!({"instances": [42]}).to_string(), 422, "invalid_instance"),
+        (url.clone(), json!({"instances": []}).to_string(), 422, "no_instances"),
+        (url.clone(), json!({"instances": many}).to_string(), 413, "too_many_instances"),
         (url.clone(), huge, 413, "body_too_large"),
         (
             format!("{}/v1/models/nope/score", server.base),
@@ -314,44 +218,17 @@ async fn malformed_requests_get_json_4xx_naming_the_problem() {
             404,
             "unknown_model",
         ),
-        (
-            url.clone(),
-            json!({"instances": [good], "latency_budget_ms": -1}).to_string(),
-            422,
-            "invalid_budget",
-        ),
-        (
-            url.clone(),
-            json!({"instances": [good], "tier": "student:9"}).to_string(),
-            422,
-            "invalid_tier",
-        ),
-        (
-            url.clone(),
-            json!({"instances": [good], "tier": "fastest"}).to_string(),
-            422,
-            "invalid_tier",
-        ),
+        (url.clone(), json!({"instances": [good], "latency_budget_ms": -1}).to_string(), 422, "invalid_budget"),
+        (url.clone(), json!({"instances": [good], "tier": "student:9"}).to_string(), 422, "invalid_tier"),
+        (url.clone(), json!({"instances": [good], "tier": "fastest"}).to_string(), 422, "invalid_tier"),
     ];
     for (u, body, status, code) in cases {
         let (got, v) = post(&client, &u, body).await;
-        assert_eq!(
-            (got, v["error"]["code"].as_str().unwrap_or("")),
-            (status, code),
-            "{v}"
-        );
+        assert_eq!((got, v["error"]["code"].as_str().unwrap_or("")), (status, code), "{v}");
         assert!(!v["error"]["message"].as_str().unwrap().is_empty());
     }
-    let (_, v) = post(
-        &client,
-        &url,
-        json!({"instances": [missing_field(&f.instances[0], "city")]}).to_string(),
-    )
-    .await;
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("'city'"),
-        "{v}"
-    );
+    let (_, v) = post(&client, &url, json!({"instances": [missing_field(&f.instances[0], "city")]}).to_string()).await;
+    assert!(v["error"]["message"].as_str().unwrap().contains("'city'"), "{v}");
 }
 
 fn missing_field(v: &Value, field: &str) -> Value {
@@ -380,58 +257,20 @@ async fn kserve_v2_infer_and_metadata() {
     .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["outputs"][0]["shape"], json!([3, 1]));
-    let (_, v1) = post(
-        &client,
-        &format!("{}/v1/score", server.base),
-        json!({"instances": rows, "tier": "ensemble"}).to_string(),
-    )
-    .await;
+    let (_, v1) =
+        post(&client, &format!("{}/v1/score", server.base), json!({"instances": rows, "tier": "ensemble"}).to_string())
+            .await;
     assert_eq!(v["outputs"][0]["data"], v1["probabilities"]);
-    let meta: Value = client
-        .get(format!("{}/v2/models/default", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: Value =
+        client.get(format!("{}/v2/models/default", server.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(meta["outputs"][0]["name"], "probability");
-    let cfg: Value = client
-        .get(format!("{}/v2/models/default/config", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cfg: Value =
+        client.get(format!("{}/v2/models/default/config", server.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(cfg["platform"], "onnxruntime_onnx");
-    for path in [
-        "/v2/health/live",
-        "/v2/health/ready",
-        "/v2/models/default/ready",
-        "/healthz",
-        "/readyz",
-    ] {
-        assert!(
-            client
-                .get(format!("{}{path}", server.base))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .is_success(),
-            "{path}"
-        );
+    for path in ["/v2/health/live", "/v2/health/ready", "/v2/models/default/ready", "/healthz", "/readyz"] {
+        assert!(client.get(format!("{}{path}", server.base)).send().await.unwrap().status().is_success(), "{path}");
     }
-    assert_eq!(
-        client
-            .get(format!("{}/v2/models/nope/ready", server.base))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(client.get(format!("{}/v2/models/nope/ready", server.base)).send().await.unwrap().status(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,43 +278,21 @@ async fn sigterm_during_a_burst_answers_every_admitted_request() {
     let Some(f) = fixture() else { return };
     let mut server = Server::start(&f.models, &[]);
     // One connection per request, so "admitted" means the server read that request.
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let body =
-        json!({"instances": &f.instances[..1024], "tier": "ensemble", "latency_budget_ms": 60000})
-            .to_string();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let body = json!({"instances": &f.instances[..1024], "tier": "ensemble", "latency_budget_ms": 60000}).to_string();
     let mut tasks = Vec::new();
     for _ in 0..100 {
-        let (c, url, b) = (
-            client.clone(),
-            format!("{}/v1/score", server.base),
-            body.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            c.post(url)
-                .body(b)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        }));
+        let (c, url, b) = (client.clone(), format!("{}/v1/score", server.base), body.clone());
+        tasks.push(tokio::spawn(async move { c.post(url).body(b).send().await.map(|r| r.status().as_u16()) }));
     }
     // Long enough for the server to read every request; the queue still holds seconds of work.
     tokio::time::sleep(Duration::from_millis(150)).await;
     let pid = server.child.id().to_string();
     let signalled = Instant::now();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let mut answered = 0;
     for t in tasks {
-        let status = t
-            .await
-            .unwrap()
-            .expect("an admitted request lost its answer");
+        let status = t.await.unwrap().expect("an admitted request lost its answer");
         assert_eq!(status, 200);
         answered += 1;
     }

@@ -13,14 +13,8 @@ fn adam_steps_lower_the_loss() {
     let x = Tensor::randn([256, 8], (Kind::Float, Device::Cpu));
     let truth = Tensor::from_slice(&[1.0f32, -2.0, 0.5, 0.0, 3.0, -1.0, 0.25, 2.0]).view([8, 1]);
     let y = x.matmul(&truth).gt(0.0).to_kind(Kind::Float);
-    let loss = |m: &nn::Linear| {
-        m.forward(&x).binary_cross_entropy_with_logits::<Tensor>(
-            &y,
-            None,
-            None,
-            tch::Reduction::Mean,
-        )
-    };
+    let loss =
+        |m: &nn::Linear| m.forward(&x).binary_cross_entropy_with_logits::<Tensor>(&y, None, None, tch::Reduction::Mean);
     let first = loss(&model).double_value(&[]);
     for _ in 0..20 {
         opt.backward_step(&loss(&model));

@@ -93,35 +93,16 @@ impl Dataset {
 }
 
 fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
 /// blake3 over the format version, the spec, and every input file's bytes.
 pub fn cache_key(spec: &DatasetSpec) -> Result<String, DataError> {
     let mut h = blake3::Hasher::new();
     h.update(&CACHE_FORMAT.to_le_bytes());
-    h.update(
-        serde_json::to_string(spec)
-            .expect("spec serialises")
-            .as_bytes(),
-    );
+    h.update(serde_json::to_string(spec).expect("spec serialises").as_bytes());
     let files = &spec.files;
-    for path in [
-        Some(&files.train),
-        files.valid.as_ref(),
-        files.test.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for path in [Some(&files.train), files.valid.as_ref(), files.test.as_ref()].into_iter().flatten() {
         let mut f = File::open(path).map_err(|e| DataError::io(path, e))?;
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -138,10 +119,7 @@ pub fn cache_key(spec: &DatasetSpec) -> Result<String, DataError> {
 fn build(spec: &DatasetSpec, dir: &Path, progress: bool) -> Result<(), DataError> {
     let parent = dir.parent().expect("cache dir has a parent");
     std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".building-")
-        .tempdir_in(parent)
-        .map_err(|e| DataError::io(parent, e))?;
+    let tmp = tempfile::Builder::new().prefix(".building-").tempdir_in(parent).map_err(|e| DataError::io(parent, e))?;
     let (encoder, _) = fit_encoder(spec, progress)?;
     encoder.save(&tmp.path().join("encoder.json"))?;
     let mut parts = Vec::new();
@@ -159,17 +137,10 @@ fn build(spec: &DatasetSpec, dir: &Path, progress: bool) -> Result<(), DataError
             oov: stats.oov,
         });
     }
-    let meta = Meta {
-        format: CACHE_FORMAT,
-        width: encoder.width(),
-        parts,
-    };
+    let meta = Meta { format: CACHE_FORMAT, width: encoder.width(), parts };
     let meta_path = tmp.path().join("meta.json");
-    std::fs::write(
-        &meta_path,
-        serde_json::to_vec_pretty(&meta).expect("meta serialises"),
-    )
-    .map_err(|e| DataError::io(&meta_path, e))?;
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).expect("meta serialises"))
+        .map_err(|e| DataError::io(&meta_path, e))?;
     let tmp = tmp.keep();
     // Another process may have finished the same build first: keep theirs.
     if std::fs::rename(&tmp, dir).is_err() {
@@ -187,9 +158,7 @@ fn write_part(
 ) -> Result<SplitStats, DataError> {
     let create = |name: String| {
         let path = dir.join(name);
-        File::create(&path)
-            .map(|f| BufWriter::with_capacity(1 << 20, f))
-            .map_err(|e| DataError::io(&path, e))
+        File::create(&path).map(|f| BufWriter::with_capacity(1 << 20, f)).map_err(|e| DataError::io(&path, e))
     };
     let mut ids = create(format!("{}.ids", part.name()))?;
     let mut labels = create(format!("{}.labels", part.name()))?;
@@ -198,43 +167,25 @@ fn write_part(
             .and_then(|_| labels.write_all(&label.to_le_bytes()))
             .map_err(|e| DataError::io(dir, e))
     })?;
-    ids.flush()
-        .and_then(|_| labels.flush())
-        .map_err(|e| DataError::io(dir, e))?;
+    ids.flush().and_then(|_| labels.flush()).map_err(|e| DataError::io(dir, e))?;
     Ok(stats)
 }
 
 fn load(spec: &DatasetSpec, dir: &Path, from_cache: bool) -> Result<Dataset, DataError> {
     let meta_path = dir.join("meta.json");
     let bytes = std::fs::read(&meta_path).map_err(|e| DataError::io(&meta_path, e))?;
-    let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| DataError::Header {
-        path: meta_path.clone(),
-        reason: e.to_string(),
-    })?;
+    let meta: Meta = serde_json::from_slice(&bytes)
+        .map_err(|e| DataError::Header { path: meta_path.clone(), reason: e.to_string() })?;
     let encoder = Encoder::load(&dir.join("encoder.json"))?;
     let mut splits = [None, None, None];
     for pm in &meta.parts {
-        let idx = Part::ALL
-            .iter()
-            .position(|p| p.name() == pm.part)
-            .expect("known part");
+        let idx = Part::ALL.iter().position(|p| p.name() == pm.part).expect("known part");
         splits[idx] = Some(map_split(dir, &pm.part, pm.rows as usize, meta.width)?);
     }
     let [train, valid, test] = splits;
-    let train = train.ok_or_else(|| DataError::Header {
-        path: meta_path,
-        reason: "no train split".into(),
-    })?;
+    let train = train.ok_or_else(|| DataError::Header { path: meta_path, reason: "no train split".into() })?;
     let _ = spec;
-    Ok(Dataset {
-        encoder,
-        train,
-        valid,
-        test,
-        parts: meta.parts,
-        dir: dir.to_path_buf(),
-        from_cache,
-    })
+    Ok(Dataset { encoder, train, valid, test, parts: meta.parts, dir: dir.to_path_buf(), from_cache })
 }
 
 fn map_split(dir: &Path, part: &str, rows: usize, width: usize) -> Result<EncodedSplit, DataError> {

@@ -35,14 +35,7 @@ impl Part {
                 Part::Valid => (r[0], r[0] + r[1]),
                 Part::Test => (r[0] + r[1], 1.0 + f64::EPSILON),
             };
-            return Some((
-                &files.train,
-                Some(RowFilter {
-                    seed: split.seed,
-                    lo,
-                    hi,
-                }),
-            ));
+            return Some((&files.train, Some(RowFilter { seed: split.seed, lo, hi })));
         }
         match self {
             Part::Train => Some((&files.train, None)),
@@ -128,10 +121,7 @@ fn stream(
                 stats.rows += 1;
                 stats.label_sum += label as f64;
             }
-            Err((field, reason)) => reader.reject(
-                line,
-                format!("field '{}': {reason}", spec.fields[field].name),
-            )?,
+            Err((field, reason)) => reader.reject(line, format!("field '{}': {reason}", spec.fields[field].name))?,
         }
         if stats.rows % 65_536 == 0 {
             if let Some(b) = &bar {
@@ -151,9 +141,7 @@ fn stream(
 /// Pass 1: counts values on the training part and fits the encoder.
 pub fn fit_encoder(spec: &DatasetSpec, progress: bool) -> Result<(Encoder, SplitStats), DataError> {
     let mut counter = VocabCounter::new(spec);
-    let stats = stream(spec, Part::Train, progress, |row| {
-        counter.add_row(row.cells())
-    })?;
+    let stats = stream(spec, Part::Train, progress, |row| counter.add_row(row.cells()))?;
     Ok((counter.into_encoder(spec), stats))
 }
 
@@ -170,8 +158,7 @@ pub fn encode_file(
     let mut sink_error = None;
     let mut stats = stream(spec, part, progress, |row| {
         for (i, f) in encoder.fields.iter().enumerate() {
-            f.encode_text(row.cell(i), &mut ids[encoder.slots(i)])
-                .map_err(|e| (i, e))?;
+            f.encode_text(row.cell(i), &mut ids[encoder.slots(i)]).map_err(|e| (i, e))?;
         }
         for (i, f) in encoder.fields.iter().enumerate() {
             let (o, n) = &mut oov[i];

@@ -29,11 +29,7 @@ pub fn inspect(spec: &DatasetSpec, progress: bool) -> Result<InspectReport, Data
             parts.push((part, stats));
         }
     }
-    Ok(InspectReport {
-        encoder,
-        fit,
-        parts,
-    })
+    Ok(InspectReport { encoder, fit, parts })
 }
 
 impl InspectReport {
@@ -65,31 +61,15 @@ impl InspectReport {
             ]);
         }
         let mut fields = Table::new();
-        fields.load_preset(UTF8_FULL_CONDENSED).set_header([
-            "field",
-            "kind",
-            "vocabulary",
-            "OOV valid",
-            "OOV test",
-        ]);
+        fields.load_preset(UTF8_FULL_CONDENSED).set_header(["field", "kind", "vocabulary", "OOV valid", "OOV test"]);
         for (i, f) in self.encoder.fields.iter().enumerate() {
-            let oov = |p| {
-                self.stats(p)
-                    .and_then(|s| s.oov.get(i))
-                    .map_or("-".into(), |&(o, n)| rate(o, n))
-            };
+            let oov = |p| self.stats(p).and_then(|s| s.oov.get(i)).map_or("-".into(), |&(o, n)| rate(o, n));
             let kind = match &f.spec.kind {
                 FieldKind::Categorical => "categorical".to_string(),
                 FieldKind::NumericBucket => "numeric_bucket".to_string(),
                 FieldKind::Sequence { max_len, .. } => format!("sequence ≤{max_len}"),
             };
-            fields.add_row([
-                f.spec.name.clone(),
-                kind,
-                f.vocab.size().to_string(),
-                oov(Part::Valid),
-                oov(Part::Test),
-            ]);
+            fields.add_row([f.spec.name.clone(), kind, f.vocab.size().to_string(), oov(Part::Valid), oov(Part::Test)]);
         }
         let mut out = format!(
             "dataset {} ({:?}), vocabulary pass: {} rows in {:.3} s ({:.0} rows/s)\n{splits}\n{fields}\n",
@@ -100,17 +80,9 @@ impl InspectReport {
             self.fit.rows_per_second()
         );
         out.push_str("vocabulary = kept values + padding (id 0) + OOV; OOV = share of looked-up ids that are OOV\n");
-        for (part, s) in self
-            .parts
-            .iter()
-            .map(|(p, s)| (p.name(), s))
-            .chain([("train (vocabulary pass)", &self.fit)])
-        {
+        for (part, s) in self.parts.iter().map(|(p, s)| (p.name(), s)).chain([("train (vocabulary pass)", &self.fit)]) {
             if s.rejects.count > 0 {
-                out.push_str(&format!(
-                    "{part}: {} malformed lines skipped; first ones:\n",
-                    s.rejects.count
-                ));
+                out.push_str(&format!("{part}: {} malformed lines skipped; first ones:\n", s.rejects.count));
                 for e in &s.rejects.first {
                     out.push_str(&format!("  {e}\n"));
                 }

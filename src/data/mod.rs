@@ -21,11 +21,7 @@ pub enum DataError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path}:{line}: {reason}")]
-    Malformed {
-        path: PathBuf,
-        line: u64,
-        reason: String,
-    },
+    Malformed { path: PathBuf, line: u64, reason: String },
     #[error("{path}: {reason}")]
     Header { path: PathBuf, reason: String },
     #[error(transparent)]
@@ -34,32 +30,19 @@ pub enum DataError {
 
 impl DataError {
     pub fn io(path: &Path, source: io::Error) -> Self {
-        Self::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        Self::Io { path: path.to_path_buf(), source }
     }
 }
 
 /// Opens a file, decompressing `.gz` and `.xz` transparently; `read_bytes` counts compressed bytes read
 /// (for progress bars).
-pub fn open_any(
-    path: &Path,
-    read_bytes: Arc<AtomicU64>,
-) -> Result<Box<dyn Read + Send>, DataError> {
+pub fn open_any(path: &Path, read_bytes: Arc<AtomicU64>) -> Result<Box<dyn Read + Send>, DataError> {
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
-    let counted = CountingReader {
-        inner: file,
-        count: read_bytes,
-    };
+    let counted = CountingReader { inner: file, count: read_bytes };
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     Ok(match ext {
-        "gz" => Box::new(flate2::read::MultiGzDecoder::new(
-            io::BufReader::with_capacity(1 << 16, counted),
-        )),
-        "xz" => Box::new(xz2::read::XzDecoder::new_multi_decoder(
-            io::BufReader::with_capacity(1 << 16, counted),
-        )),
+        "gz" => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 16, counted))),
+        "xz" => Box::new(xz2::read::XzDecoder::new_multi_decoder(io::BufReader::with_capacity(1 << 16, counted))),
         _ => Box::new(counted),
     })
 }
@@ -79,15 +62,11 @@ impl<R: Read> Read for CountingReader<R> {
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     // tempfile creates 0600; artifacts are meant to be read by other users (e.g. a container's).
-    tmp.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -96,16 +75,11 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// A progress bar over bytes read, hidden when stderr is not a terminal.
 pub fn byte_progress(label: &str, total: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
+    let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
     );
     bar.set_message(label.to_string());
     bar

@@ -21,18 +21,8 @@ pub struct Table {
     pub rows: Vec<Vec<String>>,
 }
 
-const FRAPPE_FIELDS: [&str; 10] = [
-    "user",
-    "item",
-    "daytime",
-    "weekday",
-    "isweekend",
-    "homework",
-    "cost",
-    "weather",
-    "country",
-    "city",
-];
+const FRAPPE_FIELDS: [&str; 10] =
+    ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city"];
 
 /// Frappe's CTR table from the original log (`dir/frappe.csv`).
 pub fn frappe(dir: &Path, seed: u64) -> Result<Table, DataError> {
@@ -41,18 +31,12 @@ pub fn frappe(dir: &Path, seed: u64) -> Result<Table, DataError> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or("").split('\t').collect();
     let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .ok_or_else(|| DataError::Header {
-                path: path.clone(),
-                reason: format!("no column '{name}' in the header"),
-            })
+        header.iter().position(|h| *h == name).ok_or_else(|| DataError::Header {
+            path: path.clone(),
+            reason: format!("no column '{name}' in the header"),
+        })
     };
-    let cols = FRAPPE_FIELDS
-        .iter()
-        .map(|f| col(f))
-        .collect::<Result<Vec<_>, _>>()?;
+    let cols = FRAPPE_FIELDS.iter().map(|f| col(f)).collect::<Result<Vec<_>, _>>()?;
     let mut positives = Vec::new();
     for (i, line) in lines.enumerate() {
         let cells: Vec<&str> = line.split('\t').collect();
@@ -63,11 +47,7 @@ pub fn frappe(dir: &Path, seed: u64) -> Result<Table, DataError> {
                 format!("expected {} columns, found {}", header.len(), cells.len()),
             ));
         }
-        positives.push(
-            cols.iter()
-                .map(|&c| cells[c].to_string())
-                .collect::<Vec<_>>(),
-        );
+        positives.push(cols.iter().map(|&c| cells[c].to_string()).collect::<Vec<_>>());
     }
     // Apps in first-seen order, so the draw is reproducible from the file alone.
     let mut apps: Vec<&str> = Vec::new();
@@ -78,10 +58,7 @@ pub fn frappe(dir: &Path, seed: u64) -> Result<Table, DataError> {
         }
     }
     let context_key = |p: &[String]| -> String { [&p[0..1], &p[2..]].concat().join("\t") };
-    let used: HashSet<(String, &str)> = positives
-        .iter()
-        .map(|p| (context_key(p), p[1].as_str()))
-        .collect();
+    let used: HashSet<(String, &str)> = positives.iter().map(|p| (context_key(p), p[1].as_str())).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut rows = Vec::with_capacity(positives.len() * 3);
     for p in &positives {
@@ -101,23 +78,12 @@ pub fn frappe(dir: &Path, seed: u64) -> Result<Table, DataError> {
         }
     }
     rows.shuffle(&mut rng);
-    Ok(Table {
-        header: header_with_label(&FRAPPE_FIELDS),
-        rows,
-    })
+    Ok(Table { header: header_with_label(&FRAPPE_FIELDS), rows })
 }
 
 /// The benchmark keeps a movie's first 5 genres (in u.genre order); a handful of movies have 6.
 const ML_MAX_GENRES: usize = 5;
-const ML_FIELDS: [&str; 7] = [
-    "UserID",
-    "Gender",
-    "Age",
-    "Occupation",
-    "MovieID",
-    "Release",
-    "Genres",
-];
+const ML_FIELDS: [&str; 7] = ["UserID", "Gender", "Age", "Occupation", "MovieID", "Release", "Genres"];
 
 /// MovieLens-100K's CTR table (KDEF's ML recipe).
 pub fn movielens_100k(dir: &Path, seed: u64) -> Result<Table, DataError> {
@@ -128,51 +94,28 @@ pub fn movielens_100k(dir: &Path, seed: u64) -> Result<Table, DataError> {
         Ok((path, String::from_utf8_lossy(&bytes).into_owned()))
     };
     let (genre_path, genres_text) = read("u.genre")?;
-    let genres: Vec<&str> = genres_text
-        .lines()
-        .filter_map(|l| l.split('|').next())
-        .filter(|g| !g.is_empty())
-        .collect();
+    let genres: Vec<&str> = genres_text.lines().filter_map(|l| l.split('|').next()).filter(|g| !g.is_empty()).collect();
     if genres.len() != 19 {
-        return Err(malformed(
-            &genre_path,
-            0,
-            format!("expected 19 genres, found {}", genres.len()),
-        ));
+        return Err(malformed(&genre_path, 0, format!("expected 19 genres, found {}", genres.len())));
     }
     let (user_path, users_text) = read("u.user")?;
     let mut users = std::collections::HashMap::new();
     for (i, line) in users_text.lines().enumerate() {
         let c: Vec<&str> = line.split('|').collect();
         if c.len() != 5 {
-            return Err(malformed(
-                &user_path,
-                i as u64 + 1,
-                format!("expected 5 '|' columns, found {}", c.len()),
-            ));
+            return Err(malformed(&user_path, i as u64 + 1, format!("expected 5 '|' columns, found {}", c.len())));
         }
-        users.insert(
-            c[0].to_string(),
-            (c[2].to_string(), c[1].to_string(), c[3].to_string()),
-        );
+        users.insert(c[0].to_string(), (c[2].to_string(), c[1].to_string(), c[3].to_string()));
     }
     let (item_path, items_text) = read("u.item")?;
     let mut items = std::collections::HashMap::new();
     for (i, line) in items_text.lines().enumerate() {
         let c: Vec<&str> = line.split('|').collect();
         if c.len() != 24 {
-            return Err(malformed(
-                &item_path,
-                i as u64 + 1,
-                format!("expected 24 '|' columns, found {}", c.len()),
-            ));
+            return Err(malformed(&item_path, i as u64 + 1, format!("expected 24 '|' columns, found {}", c.len())));
         }
         let year = c[2].rsplit('-').next().unwrap_or("").to_string();
-        let flagged = c[5..]
-            .iter()
-            .zip(&genres)
-            .filter(|(f, _)| **f == "1")
-            .map(|(_, g)| *g);
+        let flagged = c[5..].iter().zip(&genres).filter(|(f, _)| **f == "1").map(|(_, g)| *g);
         let tags: Vec<&str> = flagged.take(ML_MAX_GENRES).collect();
         items.insert(c[0].to_string(), (year, tags.join("^")));
     }
@@ -182,37 +125,20 @@ pub fn movielens_100k(dir: &Path, seed: u64) -> Result<Table, DataError> {
         let c: Vec<&str> = line.split('\t').collect();
         let bad = |r: String| malformed(&data_path, i as u64 + 1, r);
         if c.len() != 4 {
-            return Err(bad(format!(
-                "expected 4 tab-separated columns, found {}",
-                c.len()
-            )));
+            return Err(bad(format!("expected 4 tab-separated columns, found {}", c.len())));
         }
-        let rating: u8 = c[2]
-            .parse()
-            .map_err(|_| bad(format!("rating '{}' is not an integer", c[2])))?;
+        let rating: u8 = c[2].parse().map_err(|_| bad(format!("rating '{}' is not an integer", c[2])))?;
         if rating == 3 {
             continue;
         }
-        let (gender, age, occupation) = users
-            .get(c[0])
-            .ok_or_else(|| bad(format!("unknown user {}", c[0])))?;
-        let (year, tags) = items
-            .get(c[1])
-            .ok_or_else(|| bad(format!("unknown movie {}", c[1])))?;
+        let (gender, age, occupation) = users.get(c[0]).ok_or_else(|| bad(format!("unknown user {}", c[0])))?;
+        let (year, tags) = items.get(c[1]).ok_or_else(|| bad(format!("unknown movie {}", c[1])))?;
         let label = if rating > 3 { "1" } else { "0" };
         let cells = [c[0], gender, age, occupation, c[1], year, tags];
-        rows.push(
-            std::iter::once(label)
-                .chain(cells)
-                .map(str::to_string)
-                .collect(),
-        );
+        rows.push(std::iter::once(label).chain(cells).map(str::to_string).collect());
     }
     rows.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-    Ok(Table {
-        header: header_with_label(&ML_FIELDS),
-        rows,
-    })
+    Ok(Table { header: header_with_label(&ML_FIELDS), rows })
 }
 
 /// Splits sizes for `n` rows: ⌊n·r₀⌋, ⌊n·r₁⌋, the rest.
@@ -225,15 +151,9 @@ pub fn split_sizes(n: usize, ratios: [f64; 3]) -> [usize; 3] {
 /// Writes `train.csv`, `valid.csv`, `test.csv` into `out` (replaced atomically as a whole directory).
 pub fn write_splits(table: &Table, ratios: [f64; 3], out: &Path) -> Result<[usize; 3], DataError> {
     let sizes = split_sizes(table.rows.len(), ratios);
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| DataError::io(parent, e))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".splits-")
-        .tempdir_in(parent)
-        .map_err(|e| DataError::io(parent, e))?;
+    let tmp = tempfile::Builder::new().prefix(".splits-").tempdir_in(parent).map_err(|e| DataError::io(parent, e))?;
     let mut start = 0;
     for (name, size) in ["train", "valid", "test"].iter().zip(sizes) {
         let path = tmp.path().join(format!("{name}.csv"));
@@ -254,22 +174,13 @@ pub fn write_splits(table: &Table, ratios: [f64; 3], out: &Path) -> Result<[usiz
 }
 
 fn labelled(label: &str, cells: &[String]) -> Vec<String> {
-    std::iter::once(label.to_string())
-        .chain(cells.iter().cloned())
-        .collect()
+    std::iter::once(label.to_string()).chain(cells.iter().cloned()).collect()
 }
 
 fn header_with_label(fields: &[&str]) -> Vec<String> {
-    std::iter::once("label")
-        .chain(fields.iter().copied())
-        .map(str::to_string)
-        .collect()
+    std::iter::once("label").chain(fields.iter().copied()).map(str::to_string).collect()
 }
 
 fn malformed(path: &Path, line: u64, reason: String) -> DataError {
-    DataError::Malformed {
-        path: path.to_path_buf(),
-        line,
-        reason,
-    }
+    DataError::Malformed { path: path.to_path_buf(), line, reason }
 }

@@ -70,24 +70,15 @@ pub struct RowReader {
 
 impl RowReader {
     /// Opens `path` as the spec describes; a delimited file's header must name the label and every field.
-    pub fn open(
-        spec: &DatasetSpec,
-        path: &Path,
-        read_bytes: Arc<AtomicU64>,
-    ) -> Result<Self, DataError> {
+    pub fn open(spec: &DatasetSpec, path: &Path, read_bytes: Arc<AtomicU64>) -> Result<Self, DataError> {
         let input = open_any(path, read_bytes)?;
         let source = match spec.format {
             Format::Csv | Format::Tsv => delimited(spec, path, input)?,
-            Format::Libsvm | Format::Criteo => Source::Lines {
-                lines: BufReader::with_capacity(1 << 20, input),
-                raw: String::new(),
-            },
+            Format::Libsvm | Format::Criteo => {
+                Source::Lines { lines: BufReader::with_capacity(1 << 20, input), raw: String::new() }
+            }
         };
-        let line = if matches!(source, Source::Delimited { .. }) {
-            1
-        } else {
-            0
-        };
+        let line = if matches!(source, Source::Delimited { .. }) { 1 } else { 0 };
         Ok(Self {
             path: path.to_path_buf(),
             format: spec.format,
@@ -117,28 +108,17 @@ impl RowReader {
             }
         }
         let label = self.label;
-        Ok(Some(RawRow {
-            line: self.line,
-            label,
-            text: &self.text,
-            spans: &self.spans,
-        }))
+        Ok(Some(RawRow { line: self.line, label, text: &self.text, spans: &self.spans }))
     }
 
     /// Applies the error policy to a malformed line (also for errors found after reading, e.g. a bad number).
     pub fn reject(&mut self, line: u64, reason: String) -> Result<(), DataError> {
         if self.policy == ErrorPolicy::Fail {
-            return Err(DataError::Malformed {
-                path: self.path.clone(),
-                line,
-                reason,
-            });
+            return Err(DataError::Malformed { path: self.path.clone(), line, reason });
         }
         self.rejects.count += 1;
         if self.rejects.first.len() < REPORTED_ERRORS {
-            self.rejects
-                .first
-                .push(format!("{}:{line}: {reason}", self.path.display()));
+            self.rejects.first.push(format!("{}:{line}: {reason}", self.path.display()));
         }
         Ok(())
     }
@@ -148,13 +128,7 @@ impl RowReader {
         self.text.clear();
         self.spans.clear();
         match &mut self.source {
-            Source::Delimited {
-                records,
-                record,
-                columns,
-                label_col,
-                cols,
-            } => {
+            Source::Delimited { records, record, columns, label_col, cols } => {
                 match records.read_byte_record(record) {
                     Ok(false) => return Ok(false),
                     Ok(true) => {}
@@ -165,13 +139,9 @@ impl RowReader {
                 }
                 self.line = record.position().map_or(self.line + 1, |p| p.line());
                 if record.len() != *columns {
-                    return Err(format!(
-                        "expected {columns} columns, found {}",
-                        record.len()
-                    ));
+                    return Err(format!("expected {columns} columns, found {}", record.len()));
                 }
-                let text = std::str::from_utf8(record.as_slice())
-                    .map_err(|_| "not valid UTF-8".to_string())?;
+                let text = std::str::from_utf8(record.as_slice()).map_err(|_| "not valid UTF-8".to_string())?;
                 self.text.push_str(text);
                 let label_range = record.range(*label_col).expect("checked width");
                 self.label = parse_label(&text[label_range])?;
@@ -183,25 +153,15 @@ impl RowReader {
             }
             Source::Lines { lines, raw } => {
                 raw.clear();
-                let n = lines
-                    .read_line(raw)
-                    .map_err(|e| format!("read error: {e}"))?;
+                let n = lines.read_line(raw).map_err(|e| format!("read error: {e}"))?;
                 if n == 0 {
                     return Ok(false);
                 }
                 self.line += 1;
                 let line = raw.trim_end_matches(['\n', '\r']);
                 match self.format {
-                    Format::Criteo => {
-                        parse_criteo(line, &mut self.text, &mut self.spans, &mut self.label)
-                    }
-                    _ => parse_libsvm(
-                        line,
-                        &self.ranges,
-                        &mut self.text,
-                        &mut self.spans,
-                        &mut self.label,
-                    ),
+                    Format::Criteo => parse_criteo(line, &mut self.text, &mut self.spans, &mut self.label),
+                    _ => parse_libsvm(line, &self.ranges, &mut self.text, &mut self.spans, &mut self.label),
                 }?;
                 debug_assert_eq!(self.spans.len(), self.fields);
                 Ok(true)
@@ -210,11 +170,7 @@ impl RowReader {
     }
 }
 
-fn delimited(
-    spec: &DatasetSpec,
-    path: &Path,
-    input: Box<dyn Read + Send>,
-) -> Result<Source, DataError> {
+fn delimited(spec: &DatasetSpec, path: &Path, input: Box<dyn Read + Send>) -> Result<Source, DataError> {
     let tsv = spec.format == Format::Tsv;
     let mut records = csv::ReaderBuilder::new()
         .delimiter(if tsv { b'\t' } else { b',' })
@@ -223,39 +179,17 @@ fn delimited(
         .has_headers(true)
         .buffer_capacity(1 << 20)
         .from_reader(input);
-    let header = records.byte_headers().map_err(|e| DataError::Header {
-        path: path.into(),
-        reason: e.to_string(),
-    })?;
-    let names: Vec<String> = header
-        .iter()
-        .map(|h| String::from_utf8_lossy(h).trim().to_string())
-        .collect();
+    let header = records.byte_headers().map_err(|e| DataError::Header { path: path.into(), reason: e.to_string() })?;
+    let names: Vec<String> = header.iter().map(|h| String::from_utf8_lossy(h).trim().to_string()).collect();
     let find = |name: &str| {
-        names
-            .iter()
-            .position(|n| n == name)
-            .ok_or_else(|| DataError::Header {
-                path: path.into(),
-                reason: format!(
-                    "header has no column '{name}' (columns: {})",
-                    names.join(", ")
-                ),
-            })
+        names.iter().position(|n| n == name).ok_or_else(|| DataError::Header {
+            path: path.into(),
+            reason: format!("header has no column '{name}' (columns: {})", names.join(", ")),
+        })
     };
     let label_col = find(&spec.label)?;
-    let cols = spec
-        .fields
-        .iter()
-        .map(|f| find(&f.name))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Source::Delimited {
-        records,
-        record: csv::ByteRecord::new(),
-        columns: names.len(),
-        label_col,
-        cols,
-    })
+    let cols = spec.fields.iter().map(|f| find(&f.name)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Source::Delimited { records, record: csv::ByteRecord::new(), columns: names.len(), label_col, cols })
 }
 
 /// Labels 1 / 0 / -1 (also as floats); anything else is malformed.
@@ -268,12 +202,7 @@ pub fn parse_label(raw: &str) -> Result<f32, String> {
 }
 
 /// `label \t I1..I13 \t C1..C26`: exactly 40 tab-separated columns, blanks allowed.
-fn parse_criteo(
-    line: &str,
-    text: &mut String,
-    spans: &mut Vec<(usize, usize)>,
-    label: &mut f32,
-) -> Result<(), String> {
+fn parse_criteo(line: &str, text: &mut String, spans: &mut Vec<(usize, usize)>, label: &mut f32) -> Result<(), String> {
     text.push_str(line);
     let mut start = 0;
     for tab in memchr::memchr_iter(b'\t', line.as_bytes()).chain([line.len()]) {
@@ -283,10 +212,7 @@ fn parse_criteo(
     let (a, b) = spans.remove(0);
     *label = parse_label(&line[a..b])?;
     if spans.len() != 39 {
-        return Err(format!(
-            "expected 40 tab-separated columns, found {}",
-            spans.len() + 1
-        ));
+        return Err(format!("expected 40 tab-separated columns, found {}", spans.len() + 1));
     }
     Ok(())
 }
@@ -304,14 +230,9 @@ fn parse_libsvm(
     spans.resize(ranges.len(), (0, 0));
     let mut seen = vec![false; ranges.len()];
     for (pos, tok) in tokens.enumerate() {
-        let (idx, val) = tok
-            .split_once(':')
-            .ok_or_else(|| format!("'{tok}' is not idx:val"))?;
-        let index: u64 = idx
-            .parse()
-            .map_err(|_| format!("feature index '{idx}' is not an integer"))?;
-        val.parse::<f64>()
-            .map_err(|_| format!("feature value '{val}' is not a number"))?;
+        let (idx, val) = tok.split_once(':').ok_or_else(|| format!("'{tok}' is not idx:val"))?;
+        let index: u64 = idx.parse().map_err(|_| format!("feature index '{idx}' is not an integer"))?;
+        val.parse::<f64>().map_err(|_| format!("feature value '{val}' is not a number"))?;
         let field = if ranges.iter().all(Option::is_none) {
             pos
         } else {

@@ -13,8 +13,8 @@ use super::DataError;
 
 /// Criteo Kaggle's categorical cardinalities, the shape the generator imitates (scaled by `scale`).
 const CARDINALITIES: [u64; 26] = [
-    1460, 583, 10_131_227, 2_202_608, 305, 24, 12_517, 633, 3, 93_145, 5_683, 8_351_593, 3_194, 27,
-    14_992, 5_461_306, 10, 5_652, 2_173, 4, 7_046_547, 18, 15, 286_181, 105, 142_572,
+    1460, 583, 10_131_227, 2_202_608, 305, 24, 12_517, 633, 3, 93_145, 5_683, 8_351_593, 3_194, 27, 14_992, 5_461_306,
+    10, 5_652, 2_173, 4, 7_046_547, 18, 15, 286_181, 105, 142_572,
 ];
 
 pub struct SynthConfig {
@@ -27,8 +27,7 @@ pub struct SynthConfig {
 /// A value's contribution to the hidden logit: a fixed pseudo-random weight in [-1, 1) per (field, value).
 #[inline]
 fn weight(field: u64, value: u64) -> f64 {
-    let mut z =
-        value.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ field.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z = value.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ field.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z ^= z >> 32;
     (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
@@ -36,23 +35,17 @@ fn weight(field: u64, value: u64) -> f64 {
 
 /// Writes `cfg.rows` rows to `out` (atomically); returns the label mean.
 pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<f64, DataError> {
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| DataError::io(dir, e))?;
     let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let zipfs: Vec<Zipf<f64>> = CARDINALITIES
         .iter()
-        .map(|&c| {
-            Zipf::new(((c as f64 * cfg.scale) as u64).max(2), 1.05).expect("valid Zipf parameters")
-        })
+        .map(|&c| Zipf::new(((c as f64 * cfg.scale) as u64).max(2), 1.05).expect("valid Zipf parameters"))
         .collect();
-    let numerics: Vec<LogNormal<f64>> = (0..13)
-        .map(|j| LogNormal::new(0.5 + 0.3 * j as f64, 1.2).expect("valid log-normal"))
-        .collect();
+    let numerics: Vec<LogNormal<f64>> =
+        (0..13).map(|j| LogNormal::new(0.5 + 0.3 * j as f64, 1.2).expect("valid log-normal")).collect();
     let mut positives = 0u64;
     let mut line = String::with_capacity(512);
     for _ in 0..cfg.rows {
@@ -64,11 +57,7 @@ pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<f64, DataError> {
                 continue; // blank, as Criteo has
             }
             let v = dist.sample(&mut rng).floor() as i64;
-            logit += 0.3
-                * weight(
-                    100 + j as u64,
-                    crate::features::encoder::numeric_bucket(v as f64) as u64,
-                );
+            logit += 0.3 * weight(100 + j as u64, crate::features::encoder::numeric_bucket(v as f64) as u64);
             line.push_str(itoa::Buffer::new().format(v));
         }
         for (j, dist) in zipfs.iter().enumerate() {
@@ -85,9 +74,7 @@ pub fn generate(cfg: &SynthConfig, out: &Path) -> Result<f64, DataError> {
         positives += u64::from(label);
         let io = |e| DataError::io(out, e);
         w.write_all(if label { b"1" } else { b"0" }).map_err(io)?;
-        w.write_all(line.as_bytes())
-            .and_then(|_| w.write_all(b"\n"))
-            .map_err(io)?;
+        w.write_all(line.as_bytes()).and_then(|_| w.write_all(b"\n")).map_err(io)?;
     }
     w.flush().map_err(|e| DataError::io(out, e))?;
     drop(w);

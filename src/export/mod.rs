@@ -48,61 +48,40 @@ pub struct LoadedRun {
 }
 
 pub fn load_run(run: &Path) -> Result<LoadedRun, ExportError> {
-    let err = |file: &str, reason: String| ExportError::Run {
-        path: run.join(file),
-        reason,
-    };
-    let cfg: TrainConfig = crate::config::load(&run.join("config.toml"))
-        .map_err(|e| err("config.toml", e.to_string()))?;
-    let encoder =
-        Encoder::load(&run.join("encoder.json")).map_err(|e| err("encoder.json", e.to_string()))?;
+    let err = |file: &str, reason: String| ExportError::Run { path: run.join(file), reason };
+    let cfg: TrainConfig =
+        crate::config::load(&run.join("config.toml")).map_err(|e| err("config.toml", e.to_string()))?;
+    let encoder = Encoder::load(&run.join("encoder.json")).map_err(|e| err("encoder.json", e.to_string()))?;
     let summary: serde_json::Value = std::fs::read(run.join("summary.json"))
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
         .map_err(|e| err("summary.json", e))?;
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let ensemble = Ensemble::from_config(&vs.root(), &cfg, &FieldLayout::new(&encoder))
-        .map_err(|e| err("config.toml", e))?;
-    vs.load(run.join("weights.safetensors"))
-        .map_err(|e| err("weights.safetensors", e.to_string()))?;
-    Ok(LoadedRun {
-        cfg,
-        encoder,
-        summary,
-        vs,
-        ensemble,
-    })
+    let ensemble =
+        Ensemble::from_config(&vs.root(), &cfg, &FieldLayout::new(&encoder)).map_err(|e| err("config.toml", e))?;
+    vs.load(run.join("weights.safetensors")).map_err(|e| err("weights.safetensors", e.to_string()))?;
+    Ok(LoadedRun { cfg, encoder, summary, vs, ensemble })
 }
 
 /// Writes the artifact; returns its directory.
 pub fn export_run(run: &Path, opts: &ExportOptions) -> Result<PathBuf, ExportError> {
     let loaded = load_run(run)?;
-    let name = opts.name.clone().unwrap_or_else(|| {
-        run.file_name()
-            .map_or("model".into(), |n| n.to_string_lossy().into())
-    });
+    let name =
+        opts.name.clone().unwrap_or_else(|| run.file_name().map_or("model".into(), |n| n.to_string_lossy().into()));
     let version = opts.version.clone().unwrap_or_else(timestamp);
     let target = opts.models_dir.join(&name).join(&version);
     if target.exists() {
-        return Err(ExportError::Run {
-            path: target,
-            reason: "exists already; pick another --version".into(),
-        });
+        return Err(ExportError::Run { path: target, reason: "exists already; pick another --version".into() });
     }
     let parent = target.parent().expect("has parent");
     std::fs::create_dir_all(parent)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".export-")
-        .tempdir_in(parent)?;
+    let tmp = tempfile::Builder::new().prefix(".export-").tempdir_in(parent)?;
     let env = runtime::init(&opts.ort_library)?;
     let schema = artifact::input_schema(&loaded.encoder);
     loaded
         .encoder
         .save(&tmp.path().join("encoder.json"))
-        .map_err(|e| ExportError::Run {
-            path: tmp.path().into(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| ExportError::Run { path: tmp.path().into(), reason: e.to_string() })?;
     let mut graphs = Vec::new();
     let k = loaded.ensemble.students.len();
     for g in 0..=k {
@@ -117,21 +96,17 @@ pub fn export_run(run: &Path, opts: &ExportOptions) -> Result<PathBuf, ExportErr
         } else {
             (
                 format!("student_{g}.onnx"),
-                loaded
-                    .ensemble
-                    .emit_student(g, &format!("{name}_student_{g}")),
+                loaded.ensemble.emit_student(g, &format!("{name}_student_{g}")),
                 GraphKind::Student,
                 Some(g),
                 loaded.cfg.students[g].clone(),
             )
         };
         let model = builder.finish();
-        let parameters = model.graph.as_ref().map_or(0, |gr| {
-            gr.initializer
-                .iter()
-                .map(|t| t.dims.iter().product::<i64>().max(1) as u64)
-                .sum()
-        });
+        let parameters = model
+            .graph
+            .as_ref()
+            .map_or(0, |gr| gr.initializer.iter().map(|t| t.dims.iter().product::<i64>().max(1) as u64).sum());
         let bytes = to_bytes(&model);
         let path = tmp.path().join(&file);
         std::fs::write(&path, &bytes)?;
@@ -146,10 +121,7 @@ pub fn export_run(run: &Path, opts: &ExportOptions) -> Result<PathBuf, ExportErr
             parameters,
             file_bytes: bytes.len() as u64,
             blake3: blake3::hash(&bytes).to_hex().to_string(),
-            valid: metric("valid").unwrap_or(Metric {
-                auc: f64::NAN,
-                logloss: f64::NAN,
-            }),
+            valid: metric("valid").unwrap_or(Metric { auc: f64::NAN, logloss: f64::NAN }),
             test: metric("test"),
             latency,
         });
@@ -162,9 +134,7 @@ pub fn export_run(run: &Path, opts: &ExportOptions) -> Result<PathBuf, ExportErr
         version: version.clone(),
         created_at: timestamp(),
         git_commit: git_commit(),
-        config_hash: blake3::hash(toml::to_string(&loaded.cfg).unwrap_or_default().as_bytes())
-            .to_hex()
-            .to_string(),
+        config_hash: blake3::hash(toml::to_string(&loaded.cfg).unwrap_or_default().as_bytes()).to_hex().to_string(),
         dataset: loaded.encoder.dataset.clone(),
         framework: loaded.cfg.framework.clone(),
         encoder: "encoder.json".into(),
@@ -177,38 +147,25 @@ pub fn export_run(run: &Path, opts: &ExportOptions) -> Result<PathBuf, ExportErr
         tmp.path().join("manifest.json"),
         serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?,
     )?;
-    artifact::Artifact::load(tmp.path()).map_err(|e| ExportError::Run {
-        path: tmp.path().into(),
-        reason: e.to_string(),
-    })?;
+    artifact::Artifact::load(tmp.path())
+        .map_err(|e| ExportError::Run { path: tmp.path().into(), reason: e.to_string() })?;
     std::fs::rename(tmp.keep(), &target)?;
     Ok(target)
 }
 
 /// `summary.json`'s AUC/logloss for the ensemble (`index` None) or student `index`.
-fn summary_metric(
-    summary: &serde_json::Value,
-    split: &str,
-    index: Option<usize>,
-) -> Option<Metric> {
+fn summary_metric(summary: &serde_json::Value, split: &str, index: Option<usize>) -> Option<Metric> {
     let s = &summary[split];
     let v = match index {
         None => &s["ensemble"],
         Some(k) => &s["students"][k],
     };
-    Some(Metric {
-        auc: v["auc"].as_f64()?,
-        logloss: v["logloss"].as_f64()?,
-    })
+    Some(Metric { auc: v["auc"].as_f64()?, logloss: v["logloss"].as_f64()? })
 }
 
 /// Median and p99 of `runs` in-process runs at each profile batch size (rows of id 1: every field's most
 /// frequent value; run time does not depend on the values).
-fn profile(
-    session: &mut GraphSession,
-    encoder: &Encoder,
-    runs: usize,
-) -> Result<Vec<LatencyPoint>, ExportError> {
+fn profile(session: &mut GraphSession, encoder: &Encoder, runs: usize) -> Result<Vec<LatencyPoint>, ExportError> {
     let width = encoder.width();
     PROFILE_BATCHES
         .iter()
@@ -218,35 +175,22 @@ fn profile(
             let mut times: Vec<f64> = (0..runs.max(1))
                 .map(|_| {
                     let t = Instant::now();
-                    session
-                        .run(&ids, width, "probability")
-                        .map(|_| t.elapsed().as_secs_f64() * 1e6)
+                    session.run(&ids, width, "probability").map(|_| t.elapsed().as_secs_f64() * 1e6)
                 })
                 .collect::<Result<_, _>>()?;
             times.sort_by(f64::total_cmp);
             let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-            Ok(LatencyPoint {
-                batch_size: b,
-                median_us: pick(0.5),
-                p99_us: pick(0.99),
-            })
+            Ok(LatencyPoint { batch_size: b, median_us: pick(0.5), p99_us: pick(0.99) })
         })
         .collect()
 }
 
 /// UTC time as a compact version string, e.g. 20261123T004500Z.
 fn timestamp() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-        .to_string()
-        .replace(['-', ':'], "")
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(['-', ':'], "")
 }
 
 fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }

@@ -45,21 +45,10 @@ pub struct Vocab {
 
 impl Vocab {
     pub fn from_tokens(tokens: Vec<Box<str>>) -> Self {
-        let ids = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (CompactString::from(&**t), i as u32 + 1))
-            .collect();
-        let int_ids = tokens
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| canonical_int(t).map(|v| (v, i as u32 + 1)))
-            .collect();
-        Self {
-            ids,
-            int_ids,
-            tokens,
-        }
+        let ids = tokens.iter().enumerate().map(|(i, t)| (CompactString::from(&**t), i as u32 + 1)).collect();
+        let int_ids =
+            tokens.iter().enumerate().filter_map(|(i, t)| canonical_int(t).map(|v| (v, i as u32 + 1))).collect();
+        Self { ids, int_ids, tokens }
     }
     /// The id of `token`, or the OOV id.
     #[inline]
@@ -106,9 +95,7 @@ impl FieldEncoder {
         match &self.spec.kind {
             FieldKind::Categorical => out[0] = self.vocab.id(raw),
             FieldKind::NumericBucket => out[0] = self.bucket_id(raw)?,
-            FieldKind::Sequence { separator, .. } => {
-                self.encode_tokens(split_tokens(raw, separator), out)
-            }
+            FieldKind::Sequence { separator, .. } => self.encode_tokens(split_tokens(raw, separator), out),
         }
         Ok(())
     }
@@ -213,13 +200,7 @@ impl Encoder {
             offsets[i] = next;
             next += f.width();
         }
-        Self {
-            dataset,
-            fields,
-            group,
-            offsets,
-            width: next,
-        }
+        Self { dataset, fields, group, offsets, width: next }
     }
 
     /// Ids per encoded row.
@@ -245,16 +226,11 @@ impl Encoder {
         for (i, f) in self.fields.iter().enumerate() {
             let slots = &mut out[self.slots(i)];
             match object.get(&f.spec.name) {
-                Some(v) => f.encode_json(v, slots).map_err(|reason| ValueError::Bad {
-                    field: f.spec.name.clone(),
-                    reason,
-                })?,
-                None if missing_as_oov => slots.fill(f.vocab.oov_id()),
-                None => {
-                    return Err(ValueError::Missing {
-                        field: f.spec.name.clone(),
-                    })
+                Some(v) => {
+                    f.encode_json(v, slots).map_err(|reason| ValueError::Bad { field: f.spec.name.clone(), reason })?
                 }
+                None if missing_as_oov => slots.fill(f.vocab.oov_id()),
+                None => return Err(ValueError::Missing { field: f.spec.name.clone() }),
             }
         }
         Ok(())
@@ -264,21 +240,12 @@ impl Encoder {
     pub fn save(&self, path: &Path) -> Result<(), FeatureError> {
         let file = EncoderFile::from(self);
         let bytes = serde_json::to_vec(&file).expect("encoder serialises");
-        crate::data::atomic_write(path, &bytes).map_err(|e| FeatureError::Io {
-            path: path.into(),
-            source: e,
-        })
+        crate::data::atomic_write(path, &bytes).map_err(|e| FeatureError::Io { path: path.into(), source: e })
     }
 
     pub fn load(path: &Path) -> Result<Self, FeatureError> {
-        let bytes = std::fs::read(path).map_err(|e| FeatureError::Io {
-            path: path.into(),
-            source: e,
-        })?;
-        let bad = |reason: String| FeatureError::Encoder {
-            path: path.into(),
-            reason,
-        };
+        let bytes = std::fs::read(path).map_err(|e| FeatureError::Io { path: path.into(), source: e })?;
+        let bad = |reason: String| FeatureError::Encoder { path: path.into(), reason };
         let file: EncoderFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         if file.format != ENCODER_FORMAT || file.version != ENCODER_VERSION {
             return Err(bad(format!(
@@ -319,10 +286,7 @@ impl From<&Encoder> for EncoderFile {
             fields: e
                 .fields
                 .iter()
-                .map(|f| FieldFile {
-                    spec: f.spec.clone(),
-                    tokens: f.vocab.tokens().to_vec(),
-                })
+                .map(|f| FieldFile { spec: f.spec.clone(), tokens: f.vocab.tokens().to_vec() })
                 .collect(),
         }
     }
@@ -333,10 +297,7 @@ impl From<EncoderFile> for Encoder {
         let fields = f
             .fields
             .into_iter()
-            .map(|ff| FieldEncoder {
-                spec: ff.spec,
-                vocab: Vocab::from_tokens(ff.tokens),
-            })
+            .map(|ff| FieldEncoder { spec: ff.spec, vocab: Vocab::from_tokens(ff.tokens) })
             .collect();
         Encoder::new(f.dataset, fields, f.group)
     }

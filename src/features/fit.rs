@@ -40,10 +40,7 @@ impl VocabCounter {
     }
 
     /// Validates every cell of a row before counting any, so a malformed row leaves no partial counts.
-    pub fn add_row<'a>(
-        &mut self,
-        cells: impl Iterator<Item = &'a str> + Clone,
-    ) -> Result<(), (usize, String)> {
+    pub fn add_row<'a>(&mut self, cells: impl Iterator<Item = &'a str> + Clone) -> Result<(), (usize, String)> {
         for (i, raw) in cells.clone().enumerate() {
             if matches!(self.kinds[i], FieldKind::NumericBucket) {
                 bucket_token(raw).map_err(|e| (i, e))?;
@@ -63,17 +60,10 @@ impl VocabCounter {
             .zip(self.counts)
             .map(|(f, counts)| {
                 let min = f.min_count.unwrap_or(spec.min_count).max(1) as u64;
-                let mut kept: Vec<(CompactString, u64)> =
-                    counts.into_iter().filter(|(_, c)| *c >= min).collect();
+                let mut kept: Vec<(CompactString, u64)> = counts.into_iter().filter(|(_, c)| *c >= min).collect();
                 kept.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                let tokens = kept
-                    .into_iter()
-                    .map(|(t, _)| Box::from(t.as_str()))
-                    .collect();
-                FieldEncoder {
-                    spec: f.clone(),
-                    vocab: Vocab::from_tokens(tokens),
-                }
+                let tokens = kept.into_iter().map(|(t, _)| Box::from(t.as_str())).collect();
+                FieldEncoder { spec: f.clone(), vocab: Vocab::from_tokens(tokens) }
             })
             .collect();
         Encoder::new(spec.name.clone(), fields, spec.group.clone())

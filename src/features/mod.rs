@@ -12,10 +12,7 @@ pub use spec::{DatasetSpec, ErrorPolicy, FieldKind, FieldSpec, Format};
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("dataset spec {path}: {reason}")]
     Spec { path: PathBuf, reason: String },
     #[error("encoder file {path}: {reason}")]

@@ -123,32 +123,17 @@ impl TryFrom<RawFieldSpec> for FieldSpec {
     type Error = String;
     fn try_from(r: RawFieldSpec) -> Result<Self, String> {
         let kind = match (r.kind, r.separator, r.max_len) {
-            (KindName::Sequence, Some(separator), Some(max_len)) => {
-                FieldKind::Sequence { separator, max_len }
-            }
+            (KindName::Sequence, Some(separator), Some(max_len)) => FieldKind::Sequence { separator, max_len },
             (KindName::Sequence, _, _) => {
-                return Err(format!(
-                    "field '{}': a sequence needs separator and max_len",
-                    r.name
-                ))
+                return Err(format!("field '{}': a sequence needs separator and max_len", r.name))
             }
             (_, None, None) => match r.kind {
                 KindName::Categorical => FieldKind::Categorical,
                 _ => FieldKind::NumericBucket,
             },
-            _ => {
-                return Err(format!(
-                    "field '{}': separator/max_len apply to sequence fields only",
-                    r.name
-                ))
-            }
+            _ => return Err(format!("field '{}': separator/max_len apply to sequence fields only", r.name)),
         };
-        Ok(Self {
-            name: r.name,
-            kind,
-            min_count: r.min_count,
-            indices: r.indices,
-        })
+        Ok(Self { name: r.name, kind, min_count: r.min_count, indices: r.indices })
     }
 }
 
@@ -157,18 +142,9 @@ impl From<FieldSpec> for RawFieldSpec {
         let (kind, separator, max_len) = match f.kind {
             FieldKind::Categorical => (KindName::Categorical, None, None),
             FieldKind::NumericBucket => (KindName::NumericBucket, None, None),
-            FieldKind::Sequence { separator, max_len } => {
-                (KindName::Sequence, Some(separator), Some(max_len))
-            }
+            FieldKind::Sequence { separator, max_len } => (KindName::Sequence, Some(separator), Some(max_len)),
         };
-        Self {
-            name: f.name,
-            kind,
-            separator,
-            max_len,
-            min_count: f.min_count,
-            indices: f.indices,
-        }
+        Self { name: f.name, kind, separator, max_len, min_count: f.min_count, indices: f.indices }
     }
 }
 
@@ -185,19 +161,11 @@ fn default_seed() -> u64 {
 impl DatasetSpec {
     /// Reads a spec; relative file paths are resolved against `data_dir`.
     pub fn load(path: &Path, data_dir: &Path) -> Result<Self, FeatureError> {
-        let text = std::fs::read_to_string(path).map_err(|e| FeatureError::Io {
-            path: path.into(),
-            source: e,
-        })?;
-        let mut spec: Self = toml::from_str(&text).map_err(|e| FeatureError::Spec {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| FeatureError::Io { path: path.into(), source: e })?;
+        let mut spec: Self =
+            toml::from_str(&text).map_err(|e| FeatureError::Spec { path: path.into(), reason: e.to_string() })?;
         spec.files.resolve(data_dir);
-        spec.validate().map_err(|reason| FeatureError::Spec {
-            path: path.into(),
-            reason,
-        })?;
+        spec.validate().map_err(|reason| FeatureError::Spec { path: path.into(), reason })?;
         Ok(spec)
     }
 
@@ -233,10 +201,7 @@ impl DatasetSpec {
         if let Some(split) = &self.files.split {
             let sum: f64 = split.ratios.iter().sum();
             if (sum - 1.0).abs() > 1e-9 || split.ratios.iter().any(|r| *r < 0.0) {
-                return Err(format!(
-                    "split ratios {:?} must be non-negative and sum to 1",
-                    split.ratios
-                ));
+                return Err(format!("split ratios {:?} must be non-negative and sum to 1", split.ratios));
             }
             if self.files.valid.is_some() || self.files.test.is_some() {
                 return Err("give either valid/test files or a split, not both".into());
@@ -247,9 +212,7 @@ impl DatasetSpec {
 
     /// Index of the group field, if any.
     pub fn group_index(&self) -> Option<usize> {
-        self.group
-            .as_ref()
-            .and_then(|g| self.fields.iter().position(|f| &f.name == g))
+        self.group.as_ref().and_then(|g| self.fields.iter().position(|f| &f.name == g))
     }
 }
 

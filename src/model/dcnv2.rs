@@ -18,27 +18,11 @@ impl Dcnv2Student {
     pub fn new(vs: nn::Path, fields: i64, dim: i64, cfg: &StudentConfig) -> Self {
         let width = fields * dim;
         let cross = (0..cfg.cross_layers)
-            .map(|i| Dense {
-                linear: linear(&vs / "cross" / i, width, width),
-                bn: None,
-                dropout: 0.0,
-                relu: false,
-            })
+            .map(|i| Dense { linear: linear(&vs / "cross" / i, width, width), bn: None, dropout: 0.0, relu: false })
             .collect();
-        let mlp = Mlp::new(
-            &vs / "mlp",
-            width,
-            &cfg.hidden_units,
-            cfg.batch_norm,
-            cfg.dropout,
-        );
+        let mlp = Mlp::new(&vs / "mlp", width, &cfg.hidden_units, cfg.batch_norm, cfg.dropout);
         let head = Head::new(&vs / "head", width + mlp.out_dim);
-        Self {
-            cross,
-            mlp,
-            head,
-            width,
-        }
+        Self { cross, mlp, head, width }
     }
 }
 
@@ -48,9 +32,7 @@ impl Student for Dcnv2Student {
     }
     fn hidden(&self, emb: &Tensor, train: bool) -> Tensor {
         let x0 = emb.flatten(1, -1);
-        let crossed = self.cross.iter().fold(x0.shallow_clone(), |x, layer| {
-            &x0 * layer.forward(&x, train) + &x
-        });
+        let crossed = self.cross.iter().fold(x0.shallow_clone(), |x, layer| &x0 * layer.forward(&x, train) + &x);
         Tensor::cat(&[crossed, self.mlp.forward(&x0, train)], 1)
     }
     fn hidden_dim(&self) -> i64 {

@@ -24,16 +24,7 @@ struct ListMix {
 impl ListMix {
     fn new(vs: nn::Path, m_in: i64, m_out: i64) -> Self {
         let std = (2.0 / (m_in + m_out) as f64).sqrt();
-        Self {
-            w: vs.var(
-                "w",
-                &[m_in, m_out],
-                nn::Init::Randn {
-                    mean: 0.0,
-                    stdev: std,
-                },
-            ),
-        }
+        Self { w: vs.var("w", &[m_in, m_out], nn::Init::Randn { mean: 0.0, stdev: std }) }
     }
     fn forward(&self, x: &Tensor) -> Tensor {
         x.transpose(1, 2).matmul(&self.w).transpose(1, 2)
@@ -53,29 +44,12 @@ struct Ln {
 
 impl Ln {
     fn new(vs: nn::Path, d: i64) -> Self {
-        Self {
-            ln: nn::layer_norm(
-                vs,
-                vec![d],
-                nn::LayerNormConfig {
-                    eps: LN_EPS,
-                    ..Default::default()
-                },
-            ),
-        }
+        Self { ln: nn::layer_norm(vs, vec![d], nn::LayerNormConfig { eps: LN_EPS, ..Default::default() }) }
     }
     fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
         let d = self.ln.ws.as_ref().expect("affine").size()[0];
-        let scale = g.initializer_f32(
-            "ln_scale",
-            &[d],
-            &to_vec(self.ln.ws.as_ref().expect("affine")),
-        );
-        let bias = g.initializer_f32(
-            "ln_bias",
-            &[d],
-            &to_vec(self.ln.bs.as_ref().expect("affine")),
-        );
+        let scale = g.initializer_f32("ln_scale", &[d], &to_vec(self.ln.ws.as_ref().expect("affine")));
+        let bias = g.initializer_f32("ln_bias", &[d], &to_vec(self.ln.bs.as_ref().expect("affine")));
         g.op(
             "LayerNormalization",
             &[x, &scale, &bias],
@@ -115,19 +89,10 @@ enum Module {
 
 impl Module {
     fn new(kind: &str, vs: nn::Path, m: i64, d: i64) -> Result<Self, String> {
-        let lin = |p: nn::Path, i, o, relu| Dense {
-            linear: linear(p, i, o),
-            bn: None,
-            dropout: 0.0,
-            relu,
-        };
+        let lin = |p: nn::Path, i, o, relu| Dense { linear: linear(p, i, o), bn: None, dropout: 0.0, relu };
         Ok(match kind {
             "linear" => Module::Linear(ListMix::new(vs, m, m)),
-            "dcn" => Module::Dcn {
-                cross: lin(&vs / "cross", m * d, m * d, false),
-                m,
-                d,
-            },
+            "dcn" => Module::Dcn { cross: lin(&vs / "cross", m * d, m * d, false), m, d },
             "self_attention" => Module::SelfAttention {
                 q: lin(&vs / "q", d, d, false),
                 k: lin(&vs / "k", d, d, false),
@@ -141,9 +106,7 @@ impl Module {
                 d,
             },
             "dot" => {
-                let pairs: Vec<i64> = (0..m)
-                    .flat_map(|i| (i + 1..m).map(move |j| i * m + j))
-                    .collect();
+                let pairs: Vec<i64> = (0..m).flat_map(|i| (i + 1..m).map(move |j| i * m + j)).collect();
                 let pairs_t = Tensor::from_slice(&pairs).to_device(vs.device());
                 let p = pairs.len() as i64;
                 Module::Dot {
@@ -156,9 +119,7 @@ impl Module {
                 }
             }
             other => {
-                return Err(format!(
-                    "dhen: unknown interaction module '{other}' (linear, dcn, self_attention, dot)"
-                ))
+                return Err(format!("dhen: unknown interaction module '{other}' (linear, dcn, self_attention, dot)"))
             }
         })
     }
@@ -170,41 +131,16 @@ impl Module {
                 let flat = x.flatten(1, -1);
                 (&flat * cross.forward(&flat, false)).view([-1, *m, *d])
             }
-            Module::SelfAttention {
-                q,
-                k,
-                v,
-                o,
-                ln1,
-                ff1,
-                ff2,
-                ln2,
-                mix,
-                d,
-            } => {
-                let scores = q
-                    .forward(x, false)
-                    .matmul(&k.forward(x, false).transpose(1, 2))
-                    / (*d as f64).sqrt();
+            Module::SelfAttention { q, k, v, o, ln1, ff1, ff2, ln2, mix, d } => {
+                let scores = q.forward(x, false).matmul(&k.forward(x, false).transpose(1, 2)) / (*d as f64).sqrt();
                 let att = scores.softmax(-1, Kind::Float).matmul(&v.forward(x, false));
                 let x1 = (x + o.forward(&att, false)).apply(&ln1.ln);
                 let x2 = (&x1 + ff2.forward(&ff1.forward(&x1, false), false)).apply(&ln2.ln);
                 mix.forward(&x2)
             }
-            Module::Dot {
-                pairs_t,
-                hidden,
-                proj,
-                m,
-                d,
-                ..
-            } => {
-                let dots = x
-                    .bmm(&x.transpose(1, 2))
-                    .flatten(1, -1)
-                    .index_select(1, pairs_t);
-                proj.forward(&hidden.forward(&dots, false), false)
-                    .view([-1, *m, *d])
+            Module::Dot { pairs_t, hidden, proj, m, d, .. } => {
+                let dots = x.bmm(&x.transpose(1, 2)).flatten(1, -1).index_select(1, pairs_t);
+                proj.forward(&hidden.forward(&dots, false), false).view([-1, *m, *d])
             }
         }
     }
@@ -218,18 +154,7 @@ impl Module {
                 let prod = g.op("Mul", &[&flat, &wx], vec![]);
                 reshape(g, &prod, *m, *d)
             }
-            Module::SelfAttention {
-                q,
-                k,
-                v,
-                o,
-                ln1,
-                ff1,
-                ff2,
-                ln2,
-                mix,
-                d,
-            } => {
+            Module::SelfAttention { q, k, v, o, ln1, ff1, ff2, ln2, mix, d } => {
                 let (qx, kx, vx) = (dense3(g, q, x), dense3(g, k, x), dense3(g, v, x));
                 let kt = g.op("Transpose", &[&kx], vec![attr_ints("perm", &[0, 2, 1])]);
                 let s = g.op("MatMul", &[&qx, &kt], vec![]);
@@ -246,14 +171,7 @@ impl Module {
                 let x2 = ln2.emit(g, &r2);
                 mix.emit(g, &x2)
             }
-            Module::Dot {
-                pairs,
-                hidden,
-                proj,
-                m,
-                d,
-                ..
-            } => {
+            Module::Dot { pairs, hidden, proj, m, d, .. } => {
                 let t = g.op("Transpose", &[x], vec![attr_ints("perm", &[0, 2, 1])]);
                 let gram = g.op("MatMul", &[x, &t], vec![]);
                 let flat = g.op("Flatten", &[&gram], vec![attr_int("axis", 1)]);
@@ -270,18 +188,8 @@ impl Module {
         match self {
             Module::Linear(mix) => vec![mix.w.detach()],
             Module::Dcn { cross, .. } => vec![cross.weight()],
-            Module::SelfAttention {
-                q,
-                k,
-                v,
-                o,
-                ff1,
-                ff2,
-                mix,
-                ..
-            } => {
-                let mut w: Vec<Tensor> =
-                    [q, k, v, o, ff1, ff2].iter().map(|l| l.weight()).collect();
+            Module::SelfAttention { q, k, v, o, ff1, ff2, mix, .. } => {
+                let mut w: Vec<Tensor> = [q, k, v, o, ff1, ff2].iter().map(|l| l.weight()).collect();
                 w.push(mix.w.detach());
                 w
             }
@@ -345,21 +253,10 @@ impl DhenStudent {
                 .collect::<Result<Vec<_>, _>>()?;
             let out = if concat { m * modules.len() as i64 } else { m };
             let shortcut = (out != m).then(|| ListMix::new(&p / "shortcut", m, out));
-            layers.push(Layer {
-                modules,
-                shortcut,
-                ln: Ln::new(&p / "ln", dim),
-                concat,
-            });
+            layers.push(Layer { modules, shortcut, ln: Ln::new(&p / "ln", dim), concat });
             m = out;
         }
-        let mlp = Mlp::new(
-            &vs / "mlp",
-            m * dim,
-            &cfg.hidden_units,
-            cfg.batch_norm,
-            cfg.dropout,
-        );
+        let mlp = Mlp::new(&vs / "mlp", m * dim, &cfg.hidden_units, cfg.batch_norm, cfg.dropout);
         let head = Head::new(&vs / "head", mlp.out_dim);
         Ok(Self { layers, mlp, head })
     }
@@ -373,15 +270,9 @@ impl Student for DhenStudent {
         let mut x = emb.shallow_clone();
         for l in &self.layers {
             let outs: Vec<Tensor> = l.modules.iter().map(|m| m.forward(&x)).collect();
-            let mixed = if l.concat {
-                Tensor::cat(&outs, 1)
-            } else {
-                outs.into_iter().reduce(|a, b| a + b).expect("a module")
-            };
-            let short = l
-                .shortcut
-                .as_ref()
-                .map_or_else(|| x.shallow_clone(), |s| s.forward(&x));
+            let mixed =
+                if l.concat { Tensor::cat(&outs, 1) } else { outs.into_iter().reduce(|a, b| a + b).expect("a module") };
+            let short = l.shortcut.as_ref().map_or_else(|| x.shallow_clone(), |s| s.forward(&x));
             x = (mixed + short).apply(&l.ln.ln);
         }
         self.mlp.forward(&x.flatten(1, -1), train)
@@ -400,14 +291,9 @@ impl Student for DhenStudent {
                 let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
                 g.op("Concat", &refs, vec![attr_int("axis", 1)])
             } else {
-                outs.iter()
-                    .skip(1)
-                    .fold(outs[0].clone(), |acc, o| g.op("Add", &[&acc, o], vec![]))
+                outs.iter().skip(1).fold(outs[0].clone(), |acc, o| g.op("Add", &[&acc, o], vec![]))
             };
-            let short = l
-                .shortcut
-                .as_ref()
-                .map_or_else(|| x.clone(), |s| s.emit(g, &x));
+            let short = l.shortcut.as_ref().map_or_else(|| x.clone(), |s| s.emit(g, &x));
             let sum = g.op("Add", &[&mixed, &short], vec![]);
             x = l.ln.emit(g, &sum);
         }
@@ -415,11 +301,7 @@ impl Student for DhenStudent {
         self.mlp.emit(g, &flat)
     }
     fn linear_weights(&self) -> Vec<Tensor> {
-        let mut w: Vec<Tensor> = self
-            .layers
-            .iter()
-            .flat_map(|l| l.modules.iter().flat_map(Module::weights))
-            .collect();
+        let mut w: Vec<Tensor> = self.layers.iter().flat_map(|l| l.modules.iter().flat_map(Module::weights)).collect();
         w.extend(self.mlp.weights());
         w.push(self.head.0.weight());
         w

@@ -27,41 +27,24 @@ impl EcnStudent {
     pub fn new(vs: nn::Path, fields: i64, dim: i64, cfg: &StudentConfig) -> Result<Self, String> {
         let width = fields * dim;
         if width % 2 != 0 {
-            return Err(format!(
-                "ecn: fields × embedding_dim must be even, got {width}"
-            ));
+            return Err(format!("ecn: fields × embedding_dim must be even, got {width}"));
         }
         let std = (2.0 / (width + width / 2) as f64).sqrt();
         let layers = (0..cfg.cross_layers)
             .map(|i| {
                 let p = &vs / "cross" / i;
                 CrossLayer {
-                    w: p.var(
-                        "w",
-                        &[width / 2, width],
-                        nn::Init::Randn {
-                            mean: 0.0,
-                            stdev: std,
-                        },
-                    ),
+                    w: p.var("w", &[width / 2, width], nn::Init::Randn { mean: 0.0, stdev: std }),
                     b: p.var("b", &[width], nn::Init::Const(0.0)),
                     ln: nn::layer_norm(
                         &p / "ln",
                         vec![width / 2],
-                        nn::LayerNormConfig {
-                            eps: LN_EPS,
-                            ..Default::default()
-                        },
+                        nn::LayerNormConfig { eps: LN_EPS, ..Default::default() },
                     ),
                 }
             })
             .collect();
-        Ok(Self {
-            layers,
-            dropout: cfg.dropout,
-            head: Head::new(&vs / "head", width),
-            width,
-        })
+        Ok(Self { layers, dropout: cfg.dropout, head: Head::new(&vs / "head", width), width })
     }
 }
 
@@ -93,16 +76,8 @@ impl Student for EcnStudent {
         for l in &self.layers {
             let wt = g.initializer_f32("ecn_wt", &[self.width, self.width / 2], &to_vec(&l.w.tr()));
             let h = g.op("MatMul", &[&x, &wt], vec![]);
-            let scale = g.initializer_f32(
-                "ln_scale",
-                &[self.width / 2],
-                &to_vec(l.ln.ws.as_ref().expect("affine")),
-            );
-            let bias = g.initializer_f32(
-                "ln_bias",
-                &[self.width / 2],
-                &to_vec(l.ln.bs.as_ref().expect("affine")),
-            );
+            let scale = g.initializer_f32("ln_scale", &[self.width / 2], &to_vec(l.ln.ws.as_ref().expect("affine")));
+            let bias = g.initializer_f32("ln_bias", &[self.width / 2], &to_vec(l.ln.bs.as_ref().expect("affine")));
             let ln = g.op(
                 "LayerNormalization",
                 &[&h, &scale, &bias],

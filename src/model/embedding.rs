@@ -25,21 +25,14 @@ impl FieldLayout {
         for i in by_slot {
             let f = &encoder.fields[i];
             match &f.spec.kind {
-                FieldKind::Sequence { max_len, .. } => sequences.push((
-                    f.spec.name.clone(),
-                    encoder.slots(i).start as i64,
-                    *max_len as i64,
-                    next,
-                )),
+                FieldKind::Sequence { max_len, .. } => {
+                    sequences.push((f.spec.name.clone(), encoder.slots(i).start as i64, *max_len as i64, next))
+                }
                 _ => scalar_offsets.push(next),
             }
             next += f.vocab.size() as i64;
         }
-        Self {
-            scalar_offsets,
-            sequences,
-            table_rows: next,
-        }
+        Self { scalar_offsets, sequences, table_rows: next }
     }
     pub fn num_fields(&self) -> i64 {
         (self.scalar_offsets.len() + self.sequences.len()) as i64
@@ -56,40 +49,21 @@ pub struct FieldEmbedding {
 impl FieldEmbedding {
     /// Normal(0, 1e-4) initialisation as FuxiCTR's default.
     pub fn new(vs: nn::Path, layout: FieldLayout, dim: i64) -> Self {
-        let table = vs.var(
-            "table",
-            &[layout.table_rows, dim],
-            nn::Init::Randn {
-                mean: 0.0,
-                stdev: 1e-4,
-            },
-        );
+        let table = vs.var("table", &[layout.table_rows, dim], nn::Init::Randn { mean: 0.0, stdev: 1e-4 });
         let offsets = Tensor::from_slice(&layout.scalar_offsets).to_device(vs.device());
-        Self {
-            table,
-            layout,
-            dim,
-            offsets,
-        }
+        Self { table, layout, dim, offsets }
     }
 
     /// `ids`: B × width raw field ids (int64) → B × F × d.
     pub fn forward(&self, ids: &Tensor) -> Tensor {
         let scalars = self.layout.scalar_offsets.len() as i64;
-        let mut parts = vec![lookup(
-            &self.table,
-            &(ids.narrow(1, 0, scalars) + &self.offsets),
-        )];
+        let mut parts = vec![lookup(&self.table, &(ids.narrow(1, 0, scalars) + &self.offsets))];
         for (_, start, len, offset) in &self.layout.sequences {
             let tok = ids.narrow(1, *start, *len);
             let mask = tok.ne(0).to_kind(Kind::Float).unsqueeze(-1);
             let emb = lookup(&self.table, &(&tok + *offset)) * &mask;
-            let count = mask
-                .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
-                .clamp_min(1.0);
-            parts.push(
-                (emb.sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / count).unsqueeze(1),
-            );
+            let count = mask.sum_dim_intlist([1i64].as_slice(), false, Kind::Float).clamp_min(1.0);
+            parts.push((emb.sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / count).unsqueeze(1));
         }
         Tensor::cat(&parts, 1)
     }
@@ -101,11 +75,8 @@ impl FieldEmbedding {
 
     /// ONNX: `field_ids` [B, F_scalar] and one `seq_<name>` [B, max_len] per sequence field → B × F × d.
     pub fn emit(&self, g: &mut GraphBuilder, prefix: &str) -> String {
-        let table = g.initializer_f32(
-            &format!("{prefix}_table"),
-            &[self.layout.table_rows, self.dim],
-            &to_vec(&self.table),
-        );
+        let table =
+            g.initializer_f32(&format!("{prefix}_table"), &[self.layout.table_rows, self.dim], &to_vec(&self.table));
         let offsets = g.initializer_i64(
             &format!("{prefix}_offsets"),
             &[self.layout.scalar_offsets.len() as i64],
@@ -125,16 +96,8 @@ impl FieldEmbedding {
             let mask3 = g.op("Unsqueeze", &[&maskf, &last], vec![]);
             let masked = g.op("Mul", &[&emb, &mask3], vec![]);
             let axis1 = g.initializer_i64("axes", &[1], &[1]);
-            let total = g.op(
-                "ReduceSum",
-                &[&masked, &axis1],
-                vec![attr_int("keepdims", 1)],
-            );
-            let count = g.op(
-                "ReduceSum",
-                &[&mask3, &axis1],
-                vec![attr_int("keepdims", 1)],
-            );
+            let total = g.op("ReduceSum", &[&masked, &axis1], vec![attr_int("keepdims", 1)]);
+            let count = g.op("ReduceSum", &[&mask3, &axis1], vec![attr_int("keepdims", 1)]);
             let one = g.initializer_f32("one", &[], &[1.0]);
             let safe = g.op("Max", &[&count, &one], vec![]);
             parts.push(g.op("Div", &[&total, &safe], vec![]));
@@ -155,11 +118,6 @@ fn lookup(table: &Tensor, ids: &Tensor) -> Tensor {
 
 /// A tensor's values as f32, row-major.
 pub fn to_vec(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(
-        t.detach()
-            .to_device(tch::Device::Cpu)
-            .to_kind(Kind::Float)
-            .flatten(0, -1),
-    )
-    .expect("float tensor")
+    Vec::<f32>::try_from(t.detach().to_device(tch::Device::Cpu).to_kind(Kind::Float).flatten(0, -1))
+        .expect("float tensor")
 }

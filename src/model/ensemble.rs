@@ -36,10 +36,7 @@ impl std::str::FromStr for Framework {
 
 impl Framework {
     pub fn name(self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
     }
     /// The ensemble's logit is a fused representation through a head (not a mean/sum of student logits).
     fn fuses_representations(self) -> bool {
@@ -66,11 +63,7 @@ pub struct Ensemble {
 
 impl Ensemble {
     /// The ensemble a training config describes (framework, students, per-student dropout).
-    pub fn from_config(
-        vs: &nn::Path,
-        cfg: &TrainConfig,
-        layout: &FieldLayout,
-    ) -> Result<Self, String> {
+    pub fn from_config(vs: &nn::Path, cfg: &TrainConfig, layout: &FieldLayout) -> Result<Self, String> {
         let framework: Framework = cfg.framework.parse()?;
         if !cfg.student_dropouts.is_empty() && cfg.student_dropouts.len() != cfg.students.len() {
             return Err(format!(
@@ -94,14 +87,7 @@ impl Ensemble {
                 ..base.clone()
             })
             .collect();
-        Self::new(
-            vs,
-            framework,
-            &cfg.students,
-            layout,
-            cfg.embedding_dim,
-            &per_student,
-        )
+        Self::new(vs, framework, &cfg.students, layout, cfg.embedding_dim, &per_student)
     }
 
     pub fn new(
@@ -116,37 +102,22 @@ impl Ensemble {
             return Err("at least one student is needed".into());
         }
         if framework == Framework::Single && kinds.len() != 1 {
-            return Err(format!(
-                "framework 'single' trains one student, {} given",
-                kinds.len()
-            ));
+            return Err(format!("framework 'single' trains one student, {} given", kinds.len()));
         }
-        let tables = if framework == Framework::Cetnet {
-            kinds.len()
-        } else {
-            1
-        };
-        let embeddings = (0..tables)
-            .map(|t| FieldEmbedding::new(vs / format!("embedding_{t}"), layout.clone(), dim))
-            .collect();
+        let tables = if framework == Framework::Cetnet { kinds.len() } else { 1 };
+        let embeddings =
+            (0..tables).map(|t| FieldEmbedding::new(vs / format!("embedding_{t}"), layout.clone(), dim)).collect();
         let fields = layout.num_fields();
         let students = kinds
             .iter()
             .enumerate()
-            .map(|(k, kind)| {
-                build_student(kind, vs / format!("student_{k}"), fields, dim, &cfgs[k])
-            })
+            .map(|(k, kind)| build_student(kind, vs / format!("student_{k}"), fields, dim, &cfgs[k]))
             .collect::<Result<Vec<_>, _>>()?;
         let fusion_head = framework.fuses_representations().then(|| {
             let width: i64 = students.iter().map(|s| s.hidden_dim()).sum();
             Dense::new(vs / "fusion_head", width, 1, false, 0.0, false)
         });
-        Ok(Self {
-            framework,
-            embeddings,
-            students,
-            fusion_head,
-        })
+        Ok(Self { framework, embeddings, students, fusion_head })
     }
 
     fn embedding_of(&self, k: usize) -> &FieldEmbedding {
@@ -158,9 +129,7 @@ impl Ensemble {
         let mut hiddens = Vec::with_capacity(self.students.len());
         let mut logits = Vec::with_capacity(self.students.len());
         for (k, s) in self.students.iter().enumerate() {
-            let emb = shared
-                .as_ref()
-                .map_or_else(|| self.embedding_of(k).forward(ids), Tensor::shallow_clone);
+            let emb = shared.as_ref().map_or_else(|| self.embedding_of(k).forward(ids), Tensor::shallow_clone);
             let h = s.hidden(&emb, train);
             logits.push(s.head().forward(&h, train));
             hiddens.push(h);
@@ -168,38 +137,21 @@ impl Ensemble {
         let student_logits = Tensor::cat(&logits, 1);
         let ensemble_logit = match self.framework {
             Framework::Sum => student_logits.sum_dim_intlist([1i64].as_slice(), true, Kind::Float),
-            Framework::Concat => self
-                .fusion_head
-                .as_ref()
-                .expect("head")
-                .forward(&Tensor::cat(&hiddens, 1), train),
+            Framework::Concat => self.fusion_head.as_ref().expect("head").forward(&Tensor::cat(&hiddens, 1), train),
             Framework::Cetnet => {
                 let w = confidence_weights(&student_logits);
-                let fused: Vec<Tensor> = hiddens
-                    .iter()
-                    .enumerate()
-                    .map(|(k, h)| h * w.narrow(1, k as i64, 1))
-                    .collect();
-                self.fusion_head
-                    .as_ref()
-                    .expect("head")
-                    .forward(&Tensor::cat(&fused, 1), train)
+                let fused: Vec<Tensor> =
+                    hiddens.iter().enumerate().map(|(k, h)| h * w.narrow(1, k as i64, 1)).collect();
+                self.fusion_head.as_ref().expect("head").forward(&Tensor::cat(&fused, 1), train)
             }
             _ => student_logits.mean_dim([1i64].as_slice(), true, Kind::Float),
         };
-        Outputs {
-            student_logits,
-            ensemble_logit,
-        }
+        Outputs { student_logits, ensemble_logit }
     }
 
     /// (λ/2)·‖E‖² over every embedding table.
     pub fn l2(&self, lambda: f64) -> Tensor {
-        self.embeddings
-            .iter()
-            .map(|e| e.l2(lambda))
-            .reduce(|a, b| a + b)
-            .expect("one table at least")
+        self.embeddings.iter().map(|e| e.l2(lambda)).reduce(|a, b| a + b).expect("one table at least")
     }
 
     /// The whole ensemble as one graph: outputs `probability` [B,1] and `student_probabilities` [B,K].
@@ -208,29 +160,20 @@ impl Ensemble {
         let (mut logits, mut hiddens) = (Vec::new(), Vec::new());
         let shared = (self.embeddings.len() == 1).then(|| self.embeddings[0].emit(&mut g, "emb"));
         for (k, s) in self.students.iter().enumerate() {
-            let emb = shared
-                .clone()
-                .unwrap_or_else(|| self.embedding_of(k).emit(&mut g, &format!("emb{k}")));
+            let emb = shared.clone().unwrap_or_else(|| self.embedding_of(k).emit(&mut g, &format!("emb{k}")));
             let h = s.emit_hidden(&mut g, &emb);
             logits.push(s.head().emit(&mut g, &h));
             hiddens.push(h);
         }
         let refs: Vec<&str> = logits.iter().map(String::as_str).collect();
-        let all = if refs.len() == 1 {
-            logits[0].clone()
-        } else {
-            g.op("Concat", &refs, vec![attr_int("axis", 1)])
-        };
+        let all = if refs.len() == 1 { logits[0].clone() } else { g.op("Concat", &refs, vec![attr_int("axis", 1)]) };
         g.op_into("Sigmoid", &[&all], "student_probabilities", vec![]);
         let axes = g.initializer_i64("axes", &[1], &[1]);
         let fused = match self.framework {
             Framework::Sum => g.op("ReduceSum", &[&all, &axes], vec![attr_int("keepdims", 1)]),
             Framework::Concat | Framework::Cetnet => {
-                let parts = if self.framework == Framework::Cetnet {
-                    weighted(&mut g, &all, &hiddens)
-                } else {
-                    hiddens
-                };
+                let parts =
+                    if self.framework == Framework::Cetnet { weighted(&mut g, &all, &hiddens) } else { hiddens };
                 let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
                 let cat = g.op("Concat", &refs, vec![attr_int("axis", 1)]);
                 self.fusion_head.as_ref().expect("head").emit(&mut g, &cat)
@@ -239,11 +182,7 @@ impl Ensemble {
         };
         g.op_into("Sigmoid", &[&fused], "probability", vec![]);
         g.output("probability", DataType::Float, &[Dim::Batch, Dim::Fixed(1)]);
-        g.output(
-            "student_probabilities",
-            DataType::Float,
-            &[Dim::Batch, Dim::Fixed(self.students.len() as i64)],
-        );
+        g.output("student_probabilities", DataType::Float, &[Dim::Batch, Dim::Fixed(self.students.len() as i64)]);
         g
     }
 
@@ -260,17 +199,9 @@ impl Ensemble {
     fn graph_with_inputs(&self, name: &str) -> GraphBuilder {
         let layout = &self.embeddings[0].layout;
         let mut g = GraphBuilder::new(name);
-        g.input(
-            "field_ids",
-            DataType::Int64,
-            &[Dim::Batch, Dim::Fixed(layout.scalar_offsets.len() as i64)],
-        );
+        g.input("field_ids", DataType::Int64, &[Dim::Batch, Dim::Fixed(layout.scalar_offsets.len() as i64)]);
         for (seq, _, len, _) in &layout.sequences {
-            g.input(
-                &format!("seq_{seq}"),
-                DataType::Int64,
-                &[Dim::Batch, Dim::Fixed(*len)],
-            );
+            g.input(&format!("seq_{seq}"), DataType::Int64, &[Dim::Batch, Dim::Fixed(*len)]);
         }
         g
     }
@@ -293,10 +224,7 @@ fn weighted(g: &mut GraphBuilder, logits: &str, hiddens: &[String]) -> Vec<Strin
     let one = g.initializer_f32("one", &[], &[1.0]);
     let q = g.op("Sub", &[&one, &p], vec![]);
     let (lp, lq) = (g.op("Log", &[&p], vec![]), g.op("Log", &[&q], vec![]));
-    let (a, b) = (
-        g.op("Mul", &[&p, &lp], vec![]),
-        g.op("Mul", &[&q, &lq], vec![]),
-    );
+    let (a, b) = (g.op("Mul", &[&p, &lp], vec![]), g.op("Mul", &[&q, &lq], vec![]));
     let ne = g.op("Add", &[&a, &b], vec![]);
     let w = g.op("Softmax", &[&ne], vec![attr_int("axis", 1)]);
     hiddens

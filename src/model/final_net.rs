@@ -19,32 +19,17 @@ pub struct FinalStudent {
 impl FinalStudent {
     pub fn new(vs: nn::Path, fields: i64, dim: i64, cfg: &StudentConfig) -> Result<Self, String> {
         if let Some(odd) = cfg.hidden_units.iter().find(|&&h| h % 2 != 0) {
-            return Err(format!(
-                "final: hidden units must be even (halves multiply), got {odd}"
-            ));
+            return Err(format!("final: hidden units must be even (halves multiply), got {odd}"));
         }
         let gate = linear(&vs / "gate", fields, fields);
         let mut d = fields * dim;
         let mut layers = Vec::new();
         for (i, &h) in cfg.hidden_units.iter().enumerate() {
-            layers.push(Dense::new(
-                &vs / "block" / i,
-                d,
-                h,
-                cfg.batch_norm,
-                0.0,
-                false,
-            ));
+            layers.push(Dense::new(&vs / "block" / i, d, h, cfg.batch_norm, 0.0, false));
             d = h;
         }
         let head = Head::new(&vs / "head", d);
-        Ok(Self {
-            gate,
-            layers,
-            dropout: cfg.dropout,
-            head,
-            out_dim: d,
-        })
+        Ok(Self { gate, layers, dropout: cfg.dropout, head, out_dim: d })
     }
 }
 
@@ -60,12 +45,7 @@ impl Student for FinalStudent {
         "final"
     }
     fn hidden(&self, emb: &Tensor, train: bool) -> Tensor {
-        let gates = emb
-            .transpose(1, 2)
-            .apply(&self.gate)
-            .transpose(1, 2)
-            .sigmoid()
-            * 2.0;
+        let gates = emb.transpose(1, 2).apply(&self.gate).transpose(1, 2).sigmoid() * 2.0;
         let mut x = (emb * gates).flatten(1, -1);
         for layer in &self.layers {
             x = factorize(&layer.forward(&x, train)).relu();
@@ -84,11 +64,7 @@ impl Student for FinalStudent {
     fn emit_hidden(&self, g: &mut GraphBuilder, emb: &str) -> String {
         let f = self.gate.ws.size()[0];
         let wt = g.initializer_f32("gate_wt", &[f, f], &to_vec(&self.gate.ws.tr()));
-        let b = g.initializer_f32(
-            "gate_b",
-            &[f],
-            &to_vec(self.gate.bs.as_ref().expect("bias")),
-        );
+        let b = g.initializer_f32("gate_b", &[f], &to_vec(self.gate.bs.as_ref().expect("bias")));
         let t = g.op("Transpose", &[emb], vec![attr_ints("perm", &[0, 2, 1])]);
         let mixed = g.op("MatMul", &[&t, &wt], vec![]);
         let mixed = g.op("Add", &[&mixed, &b], vec![]);
@@ -104,12 +80,7 @@ impl Student for FinalStudent {
             let split = g.initializer_i64("halves", &[2], &[half, half]);
             let h2 = g.fresh("h2");
             let h1 = g.fresh("h1");
-            g.op_multi(
-                "Split",
-                &[&z, &split],
-                &[&h2, &h1],
-                vec![attr_int("axis", 1)],
-            );
+            g.op_multi("Split", &[&z, &split], &[&h2, &h1], vec![attr_int("axis", 1)]);
             let prod = g.op("Mul", &[&h1, &h2], vec![]);
             let cat = g.op("Concat", &[&h2, &prod], vec![attr_int("axis", 1)]);
             x = g.op("Relu", &[&cat], vec![]);

@@ -10,10 +10,7 @@ use crate::onnx::GraphBuilder;
 pub fn linear(vs: nn::Path, inp: i64, out: i64) -> nn::Linear {
     let std = (2.0 / (inp + out) as f64).sqrt();
     let cfg = nn::LinearConfig {
-        ws_init: nn::Init::Randn {
-            mean: 0.0,
-            stdev: std,
-        },
+        ws_init: nn::Init::Randn { mean: 0.0, stdev: std },
         bs_init: Some(nn::Init::Const(0.0)),
         bias: true,
     };
@@ -32,25 +29,10 @@ pub struct Dense {
 }
 
 impl Dense {
-    pub fn new(
-        vs: nn::Path,
-        inp: i64,
-        out: i64,
-        batch_norm: bool,
-        dropout: f64,
-        relu: bool,
-    ) -> Self {
-        let bn_cfg = nn::BatchNormConfig {
-            eps: BN_EPS,
-            ..Default::default()
-        };
+    pub fn new(vs: nn::Path, inp: i64, out: i64, batch_norm: bool, dropout: f64, relu: bool) -> Self {
+        let bn_cfg = nn::BatchNormConfig { eps: BN_EPS, ..Default::default() };
         let bn = batch_norm.then(|| nn::batch_norm1d(&vs / "bn", out, bn_cfg));
-        Self {
-            linear: linear(&vs / "linear", inp, out),
-            bn,
-            dropout,
-            relu,
-        }
+        Self { linear: linear(&vs / "linear", inp, out), bn, dropout, relu }
     }
 
     pub fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
@@ -75,10 +57,8 @@ impl Dense {
         match &self.bn {
             None => (w, b),
             Some(bn) => {
-                let s = bn.ws.as_ref().expect("affine").detach()
-                    / (bn.running_var.detach() + BN_EPS).sqrt();
-                let b2 =
-                    (b - bn.running_mean.detach()) * &s + bn.bs.as_ref().expect("affine").detach();
+                let s = bn.ws.as_ref().expect("affine").detach() / (bn.running_var.detach() + BN_EPS).sqrt();
+                let b2 = (b - bn.running_mean.detach()) * &s + bn.bs.as_ref().expect("affine").detach();
                 (w * s.unsqueeze(1), b2)
             }
         }
@@ -121,14 +101,10 @@ impl Mlp {
         Self { layers, out_dim: d }
     }
     pub fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.layers
-            .iter()
-            .fold(xs.shallow_clone(), |h, l| l.forward(&h, train))
+        self.layers.iter().fold(xs.shallow_clone(), |h, l| l.forward(&h, train))
     }
     pub fn emit(&self, g: &mut GraphBuilder, input: &str) -> String {
-        self.layers
-            .iter()
-            .fold(input.to_string(), |h, l| l.emit(g, &h))
+        self.layers.iter().fold(input.to_string(), |h, l| l.emit(g, &h))
     }
     pub fn weights(&self) -> Vec<Tensor> {
         self.layers.iter().map(Dense::weight).collect()

@@ -13,13 +13,7 @@ pub struct MlpStudent {
 
 impl MlpStudent {
     pub fn new(vs: nn::Path, fields: i64, dim: i64, cfg: &StudentConfig) -> Self {
-        let mlp = Mlp::new(
-            &vs / "mlp",
-            fields * dim,
-            &cfg.hidden_units,
-            cfg.batch_norm,
-            cfg.dropout,
-        );
+        let mlp = Mlp::new(&vs / "mlp", fields * dim, &cfg.hidden_units, cfg.batch_norm, cfg.dropout);
         let head = Head::new(&vs / "head", mlp.out_dim);
         Self { mlp, head }
     }

@@ -83,14 +83,9 @@ pub fn build_student(
         "mlp" => Ok(Box::new(mlp::MlpStudent::new(vs, fields, dim, cfg))),
         "dcnv2" => Ok(Box::new(dcnv2::Dcnv2Student::new(vs, fields, dim, cfg))),
         "pnn" => Ok(Box::new(pnn::PnnStudent::new(vs, fields, dim, cfg))),
-        "final" => Ok(Box::new(final_net::FinalStudent::new(
-            vs, fields, dim, cfg,
-        )?)),
+        "final" => Ok(Box::new(final_net::FinalStudent::new(vs, fields, dim, cfg)?)),
         "ecn" => Ok(Box::new(ecn::EcnStudent::new(vs, fields, dim, cfg)?)),
         "dhen" => Ok(Box::new(dhen::DhenStudent::new(vs, fields, dim, cfg)?)),
-        other => Err(format!(
-            "unknown student type '{other}' (known: {})",
-            STUDENT_TYPES.join(", ")
-        )),
+        other => Err(format!("unknown student type '{other}' (known: {})", STUDENT_TYPES.join(", "))),
     }
 }

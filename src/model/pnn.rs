@@ -16,24 +16,12 @@ pub struct PnnStudent {
 
 impl PnnStudent {
     pub fn new(vs: nn::Path, fields: i64, dim: i64, cfg: &StudentConfig) -> Self {
-        let pairs: Vec<i64> = (0..fields)
-            .flat_map(|i| (i + 1..fields).map(move |j| i * fields + j))
-            .collect();
-        let mlp = Mlp::new(
-            &vs / "mlp",
-            fields * dim + pairs.len() as i64,
-            &cfg.hidden_units,
-            cfg.batch_norm,
-            cfg.dropout,
-        );
+        let pairs: Vec<i64> = (0..fields).flat_map(|i| (i + 1..fields).map(move |j| i * fields + j)).collect();
+        let mlp =
+            Mlp::new(&vs / "mlp", fields * dim + pairs.len() as i64, &cfg.hidden_units, cfg.batch_norm, cfg.dropout);
         let head = Head::new(&vs / "head", mlp.out_dim);
         let pairs_t = Tensor::from_slice(&pairs).to_device(vs.device());
-        Self {
-            mlp,
-            head,
-            pairs,
-            pairs_t,
-        }
+        Self { mlp, head, pairs, pairs_t }
     }
 }
 
@@ -42,10 +30,7 @@ impl Student for PnnStudent {
         "pnn"
     }
     fn hidden(&self, emb: &Tensor, train: bool) -> Tensor {
-        let products = emb
-            .bmm(&emb.transpose(1, 2))
-            .flatten(1, -1)
-            .index_select(1, &self.pairs_t);
+        let products = emb.bmm(&emb.transpose(1, 2)).flatten(1, -1).index_select(1, &self.pairs_t);
         let x = Tensor::cat(&[emb.flatten(1, -1), products.to_kind(Kind::Float)], 1);
         self.mlp.forward(&x, train)
     }

@@ -2,10 +2,9 @@
 use prost::Message;
 
 use super::proto::{
-    attribute_proto::AttributeType, tensor_proto::DataType,
-    tensor_shape_proto::dimension::Value as DimValue, tensor_shape_proto::Dimension, type_proto,
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto::dimension::Value as DimValue,
+    tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use super::{IR_VERSION, OPSET};
 
@@ -26,13 +25,7 @@ pub struct GraphBuilder {
 
 impl GraphBuilder {
     pub fn new(name: &str) -> Self {
-        Self {
-            graph: GraphProto {
-                name: Some(name.to_string()),
-                ..Default::default()
-            },
-            next_id: 0,
-        }
+        Self { graph: GraphProto { name: Some(name.to_string()), ..Default::default() }, next_id: 0 }
     }
 
     /// A fresh value name that starts with `hint`.
@@ -84,13 +77,7 @@ impl GraphBuilder {
     }
 
     /// Adds `op(inputs)` writing to the given output name (e.g. a graph output).
-    pub fn op_into(
-        &mut self,
-        op: &str,
-        inputs: &[&str],
-        output: &str,
-        attributes: Vec<AttributeProto>,
-    ) {
+    pub fn op_into(&mut self, op: &str, inputs: &[&str], output: &str, attributes: Vec<AttributeProto>) {
         let name = self.fresh(&format!("n_{}", op.to_ascii_lowercase()));
         self.graph.node.push(NodeProto {
             name: Some(name),
@@ -103,13 +90,7 @@ impl GraphBuilder {
     }
 
     /// Adds a node with several named outputs (e.g. Split).
-    pub fn op_multi(
-        &mut self,
-        op: &str,
-        inputs: &[&str],
-        outputs: &[&str],
-        attributes: Vec<AttributeProto>,
-    ) {
+    pub fn op_multi(&mut self, op: &str, inputs: &[&str], outputs: &[&str], attributes: Vec<AttributeProto>) {
         let name = self.fresh(&format!("n_{}", op.to_ascii_lowercase()));
         self.graph.node.push(NodeProto {
             name: Some(name),
@@ -126,10 +107,7 @@ impl GraphBuilder {
             ir_version: Some(IR_VERSION),
             producer_name: Some("ensemble-serve".into()),
             producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-            opset_import: vec![OperatorSetIdProto {
-                domain: Some(String::new()),
-                version: Some(OPSET),
-            }],
+            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) }],
             graph: Some(self.graph),
             ..Default::default()
         }
@@ -179,16 +157,10 @@ fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
             ..Default::default()
         })
         .collect();
-    let tensor = type_proto::Tensor {
-        elem_type: Some(elem as i32),
-        shape: Some(TensorShapeProto { dim }),
-    };
+    let tensor = type_proto::Tensor { elem_type: Some(elem as i32), shape: Some(TensorShapeProto { dim }) };
     ValueInfoProto {
         name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(tensor)),
-            ..Default::default()
-        }),
+        r#type: Some(TypeProto { value: Some(type_proto::Value::TensorType(tensor)), ..Default::default() }),
         ..Default::default()
     }
 }

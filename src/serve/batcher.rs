@@ -43,30 +43,17 @@ pub struct Estimator {
 
 impl Estimator {
     pub fn new(points: &[LatencyPoint]) -> Self {
-        let mut profile: Vec<(f64, f64)> = points
-            .iter()
-            .map(|p| (p.batch_size as f64, p.median_us))
-            .collect();
+        let mut profile: Vec<(f64, f64)> = points.iter().map(|p| (p.batch_size as f64, p.median_us)).collect();
         profile.sort_by(|a, b| a.0.total_cmp(&b.0));
         if profile.is_empty() {
             profile.push((1.0, 500.0));
         }
-        Self {
-            profile,
-            scale: Mutex::new(1.0),
-        }
+        Self { profile, scale: Mutex::new(1.0) }
     }
 
     fn profiled(&self, rows: f64) -> f64 {
         let p = &self.profile;
-        let seg = p
-            .windows(2)
-            .find(|w| rows <= w[1].0)
-            .unwrap_or(if p.len() > 1 {
-                &p[p.len() - 2..]
-            } else {
-                &p[..]
-            });
+        let seg = p.windows(2).find(|w| rows <= w[1].0).unwrap_or(if p.len() > 1 { &p[p.len() - 2..] } else { &p[..] });
         if seg.len() == 1 {
             return seg[0].1 * rows.max(1.0) / seg[0].0;
         }
@@ -108,12 +95,7 @@ pub struct BatcherConfig {
 
 impl Batcher {
     /// Starts the thread that owns `session`.
-    pub fn spawn(
-        session: GraphSession,
-        estimator: Estimator,
-        cfg: BatcherConfig,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn spawn(session: GraphSession, estimator: Estimator, cfg: BatcherConfig, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = sync_channel(cfg.queue_jobs.max(1));
         let b = Self {
             tx,
@@ -149,12 +131,7 @@ impl Batcher {
     ) -> Result<oneshot::Receiver<Result<JobResult, String>>, SubmitError> {
         let (reply, rx) = oneshot::channel();
         self.queued_rows.fetch_add(rows, Ordering::SeqCst);
-        match self.tx.try_send(Job {
-            ids,
-            rows,
-            enqueued: Instant::now(),
-            reply,
-        }) {
+        match self.tx.try_send(Job { ids, rows, enqueued: Instant::now(), reply }) {
             Ok(()) => Ok(rx),
             Err(e) => {
                 self.queued_rows.fetch_sub(rows, Ordering::SeqCst);
@@ -201,13 +178,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(
-        self,
-        mut session: GraphSession,
-        rx: Receiver<Job>,
-        cfg: BatcherConfig,
-        metrics: Arc<Metrics>,
-    ) {
+    fn run(self, mut session: GraphSession, rx: Receiver<Job>, cfg: BatcherConfig, metrics: Arc<Metrics>) {
         let labels = [cfg.labels[0].as_str(), cfg.labels[1].as_str()];
         // Ends when every `Batcher` handle is dropped and the queue is drained.
         while let Ok(first) = rx.recv() {
@@ -231,10 +202,7 @@ impl Worker {
             }
             self.queued_rows.fetch_sub(rows, Ordering::SeqCst);
             self.running_rows.store(rows, Ordering::SeqCst);
-            metrics
-                .queue_depth
-                .with_label_values(&labels)
-                .set(self.queued_rows.load(Ordering::SeqCst) as i64);
+            metrics.queue_depth.with_label_values(&labels).set(self.queued_rows.load(Ordering::SeqCst) as i64);
             let mut ids = Vec::with_capacity(rows * cfg.width);
             for j in &jobs {
                 ids.extend_from_slice(&j.ids);
@@ -244,31 +212,17 @@ impl Worker {
             let run_us = start.elapsed().as_secs_f64() * 1e6;
             self.running_rows.store(0, Ordering::SeqCst);
             self.estimator.observe(rows, run_us);
-            metrics
-                .inference_us
-                .with_label_values(&labels)
-                .observe(run_us);
-            metrics
-                .batch_size
-                .with_label_values(&labels)
-                .observe(rows as f64);
+            metrics.inference_us.with_label_values(&labels).observe(run_us);
+            metrics.batch_size.with_label_values(&labels).observe(rows as f64);
             match result {
                 Ok((probs, _)) => {
                     let mut offset = 0;
                     for j in jobs {
                         let queue_us = start.duration_since(j.enqueued).as_secs_f64() * 1e6;
-                        metrics
-                            .queue_us
-                            .with_label_values(&labels)
-                            .observe(queue_us);
+                        metrics.queue_us.with_label_values(&labels).observe(queue_us);
                         let p = probs[offset..offset + j.rows].to_vec();
                         offset += j.rows;
-                        let _ = j.reply.send(Ok(JobResult {
-                            probabilities: p,
-                            queue_us,
-                            run_us,
-                            batch_rows: rows,
-                        }));
+                        let _ = j.reply.send(Ok(JobResult { probabilities: p, queue_us, run_us, batch_rows: rows }));
                     }
                 }
                 Err(e) => {

@@ -47,21 +47,13 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response()
+        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
     }
 }
 
@@ -72,18 +64,13 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .route(
-            "/v2/health/live",
-            get(|| async { Json(json!({"live": true})) }),
-        )
+        .route("/v2/health/live", get(|| async { Json(json!({"live": true})) }))
         .route("/v2/health/ready", get(ready_v2))
         .route("/v2/models/{name}", get(v2_metadata))
         .route("/v2/models/{name}/ready", get(v2_model_ready))
         .route("/v2/models/{name}/config", get(v2_config))
         .route("/v2/models/{name}/infer", post(v2_infer))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -116,12 +103,7 @@ async fn score_named(
     score(s, name, headers, body).await
 }
 
-async fn score(
-    s: Arc<AppState>,
-    name: String,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn score(s: Arc<AppState>, name: String, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     let started = Instant::now();
     let result = async {
         let body = body.map_err(body_error)?;
@@ -133,10 +115,7 @@ async fn score(
     }
     .await;
     result.unwrap_or_else(|e| {
-        s.metrics
-            .requests
-            .with_label_values(&[&name, "none", e.status.as_str()])
-            .inc();
+        s.metrics.requests.with_label_values(&[&name, "none", e.status.as_str()]).inc();
         e.into_response()
     })
 }
@@ -157,11 +136,7 @@ fn header_budget(headers: &HeaderMap) -> Result<Option<f64>, ApiError> {
 
 fn body_error(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            e.body_text(),
-        )
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", e.body_text())
     } else {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text())
     }
@@ -170,16 +145,8 @@ fn body_error(e: BytesRejection) -> ApiError {
 fn json_error(e: serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     match e.classify() {
-        Category::Data => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            e.to_string(),
-        ),
-        _ => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("body is not valid JSON: {e}"),
-        ),
+        Category::Data => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()),
+        _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("body is not valid JSON: {e}")),
     }
 }
 
@@ -192,33 +159,17 @@ async fn run_scoring(
     tier: &str,
     started: Instant,
 ) -> Result<Value, ApiError> {
-    let unprocessable =
-        |code, msg: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg);
+    let unprocessable = |code, msg: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg);
     let _permit = s.in_flight.clone().try_acquire_owned().map_err(|_| {
-        s.metrics
-            .rejected
-            .with_label_values(&[name, "too_many_in_flight"])
-            .inc();
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "overloaded",
-            "too many requests in flight; retry later",
-        )
+        s.metrics.rejected.with_label_values(&[name, "too_many_in_flight"]).inc();
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", "too many requests in flight; retry later")
     })?;
     if instances.is_empty() {
         return Err(unprocessable("no_instances", "'instances' is empty".into()));
     }
     if instances.len() > s.limits.max_instances {
-        let msg = format!(
-            "{} instances exceed the limit of {}",
-            instances.len(),
-            s.limits.max_instances
-        );
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_instances",
-            msg,
-        ));
+        let msg = format!("{} instances exceed the limit of {}", instances.len(), s.limits.max_instances);
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_many_instances", msg));
     }
     let budget_ms = budget_ms.unwrap_or(s.limits.default_budget_ms);
     if !budget_ms.is_finite() || budget_ms < 0.0 {
@@ -229,63 +180,30 @@ async fn run_scoring(
     }
     let request: TierRequest = tier.parse().map_err(|e| unprocessable("invalid_tier", e))?;
     let model = s.models.load().get(name).cloned().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_model",
-            format!("model '{name}' is not loaded"),
-        )
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_model", format!("model '{name}' is not loaded"))
     })?;
     let ids = encode(&model, &instances, s.limits.missing_as_oov)?;
     let rows = instances.len();
-    let route = model
-        .route(&request, rows, budget_ms * 1000.0)
-        .map_err(|e| unprocessable("invalid_tier", e))?;
+    let route = model.route(&request, rows, budget_ms * 1000.0).map_err(|e| unprocessable("invalid_tier", e))?;
     let tier_label = route.tier.label.clone();
-    s.metrics
-        .routing
-        .with_label_values(&[name, &tier_label, route.reason])
-        .inc();
+    s.metrics.routing.with_label_values(&[name, &tier_label, route.reason]).inc();
     let rx = route.tier.batcher.submit(ids, rows).map_err(|e| {
-        s.metrics
-            .rejected
-            .with_label_values(&[name, "queue_full"])
-            .inc();
-        let msg = if e == SubmitError::QueueFull {
-            "the batch queue is full; retry later"
-        } else {
-            "model is shutting down"
-        };
+        s.metrics.rejected.with_label_values(&[name, "queue_full"]).inc();
+        let msg =
+            if e == SubmitError::QueueFull { "the batch queue is full; retry later" } else { "model is shutting down" };
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", msg)
     })?;
     let result = tokio::time::timeout(s.limits.request_timeout, rx)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                "the request timed out in the queue",
-            )
-        })?
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "stopped",
-                "the batcher stopped",
-            )
-        })?
+        .map_err(|_| ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request timed out in the queue"))?
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", "the batcher stopped"))?
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "inference_failed", e))?;
     let server_us = started.elapsed().as_secs_f64() * 1e6;
     let met = server_us <= budget_ms * 1000.0;
     let m = &s.metrics;
-    m.requests
-        .with_label_values(&[name, &tier_label, "200"])
-        .inc();
-    m.request_us
-        .with_label_values(&[name, &tier_label])
-        .observe(server_us);
-    m.budget
-        .with_label_values(&[name, &tier_label, if met { "met" } else { "missed" }])
-        .inc();
+    m.requests.with_label_values(&[name, &tier_label, "200"]).inc();
+    m.request_us.with_label_values(&[name, &tier_label]).observe(server_us);
+    m.budget.with_label_values(&[name, &tier_label, if met { "met" } else { "missed" }]).inc();
     Ok(json!({
         "model": model.name,
         "version": model.version,
@@ -303,11 +221,7 @@ async fn run_scoring(
 }
 
 /// Raw instances → encoded rows through the model's encoder (the same functions as training).
-fn encode(
-    model: &LoadedModel,
-    instances: &[Value],
-    missing_as_oov: bool,
-) -> Result<Vec<u32>, ApiError> {
+fn encode(model: &LoadedModel, instances: &[Value], missing_as_oov: bool) -> Result<Vec<u32>, ApiError> {
     let enc = &model.artifact.encoder;
     let width = enc.width();
     let mut ids = vec![0u32; instances.len() * width];
@@ -319,65 +233,39 @@ fn encode(
                 format!("instance {i} is not a JSON object"),
             )
         })?;
-        enc.encode_json_object(obj, missing_as_oov, &mut ids[i * width..(i + 1) * width])
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_instance",
-                    format!("instance {i}: {e}"),
-                )
-            })?;
+        enc.encode_json_object(obj, missing_as_oov, &mut ids[i * width..(i + 1) * width]).map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_instance", format!("instance {i}: {e}"))
+        })?;
     }
     Ok(ids)
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
+    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render())
 }
 
 async fn ready(State(s): State<Arc<AppState>>) -> Response {
     if s.models.load().contains_key(&s.default_model) {
         "ready".into_response()
     } else {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the default model is not loaded",
-        )
-        .into_response()
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the default model is not loaded").into_response()
     }
 }
 
 async fn ready_v2(State(s): State<Arc<AppState>>) -> Response {
     let ok = !s.models.load().is_empty();
-    (
-        if ok {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        },
-        Json(json!({"ready": ok})),
-    )
-        .into_response()
+    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(json!({"ready": ok}))).into_response()
 }
 
 fn model_or_404(s: &AppState, name: &str) -> Result<Arc<LoadedModel>, ApiError> {
-    s.models.load().get(name).cloned().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_model",
-            format!("model '{name}' is not loaded"),
-        )
-    })
+    s.models
+        .load()
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_model", format!("model '{name}' is not loaded")))
 }
 
-async fn v2_metadata(
-    State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn v2_metadata(State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let m = model_or_404(&s, &name)?;
     let inputs: Vec<Value> = m
         .artifact
@@ -395,17 +283,11 @@ async fn v2_metadata(
     })))
 }
 
-async fn v2_model_ready(
-    State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn v2_model_ready(State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     model_or_404(&s, &name).map(|m| Json(json!({"name": m.name, "ready": true})))
 }
 
-async fn v2_config(
-    State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+async fn v2_config(State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let m = model_or_404(&s, &name)?;
     let b = &m.tiers[0].batcher;
     let input: Vec<Value> = m
@@ -463,14 +345,16 @@ async fn v2_infer(
         let n = instances.len();
         let out = run_scoring(&s, &name, instances, budget, &tier, started).await?;
         let probs = out["probabilities"].clone();
-        Ok::<_, ApiError>(Json(json!({
-            "model_name": out["model"],
-            "model_version": out["version"],
-            "id": req.id,
-            "parameters": {"served_by": out["served_by"], "server_time_us": out["server_time_us"]},
-            "outputs": [{"name": "probability", "datatype": "FP32", "shape": [n, 1], "data": probs}],
-        }))
-        .into_response())
+        Ok::<_, ApiError>(
+            Json(json!({
+                "model_name": out["model"],
+                "model_version": out["version"],
+                "id": req.id,
+                "parameters": {"served_by": out["served_by"], "server_time_us": out["server_time_us"]},
+                "outputs": [{"name": "probability", "datatype": "FP32", "shape": [n, 1], "data": probs}],
+            }))
+            .into_response(),
+        )
     }
     .await;
     result.unwrap_or_else(|e| e.into_response())
@@ -481,14 +365,8 @@ fn v2_instances(inputs: &[V2Input]) -> Result<Vec<Value>, ApiError> {
     let n = inputs.first().map_or(0, |i| i.data.len());
     let mut rows = vec![Map::new(); n];
     for input in inputs {
-        if !matches!(
-            input.datatype.as_str(),
-            "BYTES" | "INT64" | "INT32" | "FP32" | "FP64"
-        ) {
-            return Err(bad(format!(
-                "input '{}': datatype {} (BYTES or a number type)",
-                input.name, input.datatype
-            )));
+        if !matches!(input.datatype.as_str(), "BYTES" | "INT64" | "INT32" | "FP32" | "FP64") {
+            return Err(bad(format!("input '{}': datatype {} (BYTES or a number type)", input.name, input.datatype)));
         }
         if input.data.len() != n || input.shape.first().is_some_and(|&d| d != n as i64) {
             return Err(bad(format!(

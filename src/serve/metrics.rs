@@ -1,7 +1,5 @@
 //! Every Prometheus metric the server exports, in one place (`ensemble_serve_<what>_<unit>`).
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// Microsecond buckets from 50 µs to 1 s.
 const US_BUCKETS: [f64; 16] = [
@@ -44,18 +42,8 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
     c
 }
 
-fn histogram(
-    r: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-    buckets: &[f64],
-) -> HistogramVec {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-        labels,
-    )
-    .expect("valid metric");
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels).expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
     h
 }
@@ -98,19 +86,8 @@ impl Metrics {
                 &mt,
                 &US_BUCKETS,
             ),
-            batch_size: histogram(
-                &r,
-                "ensemble_serve_batch_size_rows",
-                "Rows per executed batch",
-                &mt,
-                &BATCH_BUCKETS,
-            ),
-            queue_depth: gauge(
-                &r,
-                "ensemble_serve_queue_depth_rows",
-                "Rows waiting in a graph's batch queue",
-                &mt,
-            ),
+            batch_size: histogram(&r, "ensemble_serve_batch_size_rows", "Rows per executed batch", &mt, &BATCH_BUCKETS),
+            queue_depth: gauge(&r, "ensemble_serve_queue_depth_rows", "Rows waiting in a graph's batch queue", &mt),
             routing: counter(
                 &r,
                 "ensemble_serve_routing_decisions_total",
@@ -142,9 +119,7 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding");
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
         String::from_utf8(buf).expect("utf-8 exposition")
     }
 }

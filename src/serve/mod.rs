@@ -21,10 +21,7 @@ pub enum ServeError {
     #[error("model '{name}': {reason}")]
     Model { name: String, reason: String },
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -59,29 +56,16 @@ pub fn load_models(
     if !names.contains(&cfg.default_model) {
         return Err(ServeError::Model {
             name: cfg.default_model.clone(),
-            reason: format!(
-                "not found under {} (train and export one with `serve train`)",
-                cfg.models_dir.display()
-            ),
+            reason: format!("not found under {} (train and export one with `serve train`)", cfg.models_dir.display()),
         });
     }
     let mut models = HashMap::new();
     for name in names {
-        let err = |reason: String| ServeError::Model {
-            name: name.clone(),
-            reason,
-        };
+        let err = |reason: String| ServeError::Model { name: name.clone(), reason };
         let dir = LoadedModel::latest_version(&cfg.models_dir, &name).map_err(err)?;
         let m = LoadedModel::load(env, &dir, &limits, metrics).map_err(err)?;
-        metrics
-            .model_info
-            .with_label_values(&[&m.name, &m.version, &m.execution_provider])
-            .set(1);
-        let tiers: Vec<String> = m
-            .tiers
-            .iter()
-            .map(|t| format!("{} (AUC {:.4})", t.label, t.valid_auc))
-            .collect();
+        metrics.model_info.with_label_values(&[&m.name, &m.version, &m.execution_provider]).set(1);
+        let tiers: Vec<String> = m.tiers.iter().map(|t| format!("{} (AUC {:.4})", t.label, t.valid_auc)).collect();
         tracing::info!(model = %name, version = %m.version, provider = %m.execution_provider, tiers = %tiers.join(", "), "model loaded");
         models.insert(name, Arc::new(m));
     }
@@ -89,10 +73,7 @@ pub fn load_models(
 }
 
 /// Serves until SIGINT/SIGTERM, then stops accepting, lets in-flight requests finish and returns.
-pub async fn serve(
-    env: &'static ort::environment::Environment,
-    cfg: ServerConfig,
-) -> Result<(), ServeError> {
+pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfig) -> Result<(), ServeError> {
     let metrics = Arc::new(metrics::Metrics::new());
     let models = load_models(env, &cfg, &metrics)?;
     let state = Arc::new(AppState {
@@ -110,14 +91,9 @@ pub async fn serve(
     let app = http::router(state, cfg.body_limit_bytes);
     let listener = tokio::net::TcpListener::bind(&cfg.bind)
         .await
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.bind.clone(),
-            source,
-        })?;
+        .map_err(|source| ServeError::Bind { addr: cfg.bind.clone(), source })?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("shut down: in-flight requests answered");
     Ok(())
 }

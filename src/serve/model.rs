@@ -79,12 +79,7 @@ impl LoadedModel {
             .filter(|p| p.join("manifest.json").is_file())
             .collect();
         versions.sort();
-        versions.pop().ok_or_else(|| {
-            format!(
-                "{}: no version directory with a manifest.json",
-                dir.display()
-            )
-        })
+        versions.pop().ok_or_else(|| format!("{}: no version directory with a manifest.json", dir.display()))
     }
 
     pub fn load(
@@ -101,19 +96,11 @@ impl LoadedModel {
             let label = match (g.kind, g.index) {
                 (GraphKind::Ensemble, _) => "ensemble".to_string(),
                 (GraphKind::Student, Some(k)) => format!("student:{k}"),
-                (GraphKind::Student, None) => {
-                    return Err(format!("{}: a student graph without an index", g.file))
-                }
+                (GraphKind::Student, None) => return Err(format!("{}: a student graph without an index", g.file)),
             };
             let path = dir.join(&g.file);
-            let session = GraphSession::load(
-                env,
-                &path,
-                &m.inputs,
-                &artifact.encoder,
-                limits.intra_op_threads,
-            )
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            let session = GraphSession::load(env, &path, &m.inputs, &artifact.encoder, limits.intra_op_threads)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             let cfg = BatcherConfig {
                 max_batch_rows: limits.max_batch_rows,
                 max_queue_delay: limits.max_queue_delay,
@@ -122,12 +109,7 @@ impl LoadedModel {
                 labels: [m.name.clone(), label.clone()],
             };
             let batcher = Batcher::spawn(session, Estimator::new(&g.latency), cfg, metrics.clone());
-            tiers.push(Tier {
-                label,
-                file: g.file.clone(),
-                valid_auc: g.valid.auc,
-                batcher,
-            });
+            tiers.push(Tier { label, file: g.file.clone(), valid_auc: g.valid.auc, batcher });
         }
         tiers.sort_by(|a, b| b.valid_auc.total_cmp(&a.valid_auc));
         Ok(Self {
@@ -145,50 +127,23 @@ impl LoadedModel {
     }
 
     /// The most accurate tier whose estimate fits `budget_us`; else the fastest (a predicted miss).
-    pub fn route(
-        &self,
-        request: &TierRequest,
-        rows: usize,
-        budget_us: f64,
-    ) -> Result<Route<'_>, String> {
+    pub fn route(&self, request: &TierRequest, rows: usize, budget_us: f64) -> Result<Route<'_>, String> {
         let forced = |label: String| {
             self.tier(&label)
-                .map(|t| Route {
-                    tier: t,
-                    estimate_us: t.batcher.estimate_us(rows),
-                    reason: "forced",
-                })
+                .map(|t| Route { tier: t, estimate_us: t.batcher.estimate_us(rows), reason: "forced" })
                 .ok_or_else(|| format!("no tier '{label}' in this model"))
         };
         match request {
             TierRequest::Ensemble => forced("ensemble".into()),
-            TierRequest::BestStudent => {
-                forced(format!("student:{}", self.artifact.manifest.best_student))
-            }
+            TierRequest::BestStudent => forced(format!("student:{}", self.artifact.manifest.best_student)),
             TierRequest::Student(k) => forced(format!("student:{k}")),
             TierRequest::Auto => {
-                let estimates: Vec<f64> = self
-                    .tiers
-                    .iter()
-                    .map(|t| t.batcher.estimate_us(rows))
-                    .collect();
+                let estimates: Vec<f64> = self.tiers.iter().map(|t| t.batcher.estimate_us(rows)).collect();
                 if let Some(i) = estimates.iter().position(|&e| e <= budget_us) {
-                    return Ok(Route {
-                        tier: &self.tiers[i],
-                        estimate_us: estimates[i],
-                        reason: "fits",
-                    });
+                    return Ok(Route { tier: &self.tiers[i], estimate_us: estimates[i], reason: "fits" });
                 }
-                let (i, e) = estimates
-                    .iter()
-                    .enumerate()
-                    .min_by(|a, b| a.1.total_cmp(b.1))
-                    .expect("a tier at least");
-                Ok(Route {
-                    tier: &self.tiers[i],
-                    estimate_us: *e,
-                    reason: "fallback",
-                })
+                let (i, e) = estimates.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).expect("a tier at least");
+                Ok(Route { tier: &self.tiers[i], estimate_us: *e, reason: "fallback" })
             }
         }
     }

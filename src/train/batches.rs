@@ -57,17 +57,12 @@ impl Iterator for Batches<'_> {
         let (all_ids, all_labels, w) = (self.split.ids(), self.split.labels(), self.split.width);
         for &r in rows {
             let r = r as usize;
-            self.ids
-                .extend(all_ids[r * w..(r + 1) * w].iter().map(|&v| v as i64));
+            self.ids.extend(all_ids[r * w..(r + 1) * w].iter().map(|&v| v as i64));
             self.labels.push(all_labels[r]);
         }
         let b = rows.len() as i64;
-        let ids = Tensor::from_slice(&self.ids)
-            .view([b, w as i64])
-            .to_device(self.device);
-        let y = Tensor::from_slice(&self.labels)
-            .view([b, 1])
-            .to_device(self.device);
+        let ids = Tensor::from_slice(&self.ids).view([b, w as i64]).to_device(self.device);
+        let y = Tensor::from_slice(&self.labels).view([b, 1]).to_device(self.device);
         Some((ids, y))
     }
 }

@@ -14,10 +14,7 @@ pub struct LossConfig {
 pub fn loss(framework: Framework, out: &Outputs, y: &Tensor, cfg: LossConfig) -> Tensor {
     let z = &out.student_logits;
     let k = z.size()[1];
-    let bce_teacher = || {
-        out.ensemble_logit
-            .binary_cross_entropy_with_logits::<Tensor>(y, None, None, Reduction::Mean)
-    };
+    let bce_teacher = || out.ensemble_logit.binary_cross_entropy_with_logits::<Tensor>(y, None, None, Reduction::Mean);
     let p = z.sigmoid();
     match framework {
         Framework::Single | Framework::Mean | Framework::Sum | Framework::Concat => bce_teacher(),
@@ -26,8 +23,7 @@ pub fn loss(framework: Framework, out: &Outputs, y: &Tensor, cfg: LossConfig) ->
             bce_teacher() + (lambda * teacher_mse(&p, &out.ensemble_logit)).sum(Kind::Float)
         }
         Framework::Dml => {
-            let peer =
-                peer_mse(&p).sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / k as f64;
+            let peer = peer_mse(&p).sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / k as f64;
             student_bce(z, y).sum(Kind::Float) + peer.sum(Kind::Float)
         }
         Framework::Kdef | Framework::KdefNoExam => {
@@ -35,19 +31,14 @@ pub fn loss(framework: Framework, out: &Outputs, y: &Tensor, cfg: LossConfig) ->
                 let s = exam_scores(&p, y);
                 ((-&s).softmax(0, Kind::Float), peer_weights(&s))
             } else {
-                (
-                    Tensor::ones([k], (Kind::Float, z.device())),
-                    off_diagonal(k, z.device()),
-                )
+                (Tensor::ones([k], (Kind::Float, z.device())), off_diagonal(k, z.device()))
             };
             let label = student_bce(z, y).mean(Kind::Float);
             let teacher = (lambda * teacher_mse(&p, &out.ensemble_logit)).sum(Kind::Float);
             let peers = (mu * peer_mse(&p)).sum(Kind::Float) / k as f64;
             label + teacher + peers
         }
-        Framework::Cetnet => {
-            student_bce(z, y).sum(Kind::Float) + bce_teacher() + symmetric_kl(&p) * cfg.cetnet_alpha
-        }
+        Framework::Cetnet => student_bce(z, y).sum(Kind::Float) + bce_teacher() + symmetric_kl(&p) * cfg.cetnet_alpha,
     }
 }
 
@@ -62,32 +53,30 @@ pub fn peer_weights(s: &Tensor) -> Tensor {
     let k = s.size()[0];
     let diff = s.unsqueeze(0) - s.unsqueeze(1);
     let eye = Tensor::eye(k, (Kind::Bool, s.device()));
-    diff.masked_fill(&eye, f64::NEG_INFINITY)
-        .softmax(1, Kind::Float)
+    diff.masked_fill(&eye, f64::NEG_INFINITY).softmax(1, Kind::Float)
 }
 
 /// BCE of each student against the labels: K values.
 fn student_bce(z: &Tensor, y: &Tensor) -> Tensor {
     let y = y.expand_as(z);
-    z.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::None)
-        .mean_dim([0i64].as_slice(), false, Kind::Float)
+    z.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, Reduction::None).mean_dim(
+        [0i64].as_slice(),
+        false,
+        Kind::Float,
+    )
 }
 
 /// MSE(p_k, stop_grad(p_t)) for each student: K values.
 fn teacher_mse(p: &Tensor, teacher_logit: &Tensor) -> Tensor {
     let pt = teacher_logit.detach().sigmoid();
-    (p - pt)
-        .square()
-        .mean_dim([0i64].as_slice(), false, Kind::Float)
+    (p - pt).square().mean_dim([0i64].as_slice(), false, Kind::Float)
 }
 
 /// M[k, l] = MSE(p_k, stop_grad(p_l)), zero on the diagonal: K × K.
 fn peer_mse(p: &Tensor) -> Tensor {
     let k = p.size()[1];
     let diff = p.unsqueeze(2) - p.detach().unsqueeze(1);
-    diff.square()
-        .mean_dim([0i64].as_slice(), false, Kind::Float)
-        * off_diagonal(k, p.device())
+    diff.square().mean_dim([0i64].as_slice(), false, Kind::Float) * off_diagonal(k, p.device())
 }
 
 fn off_diagonal(k: i64, device: tch::Device) -> Tensor {

@@ -70,13 +70,9 @@ pub fn resolve_device(name: &str) -> Result<Device, TrainError> {
     match name {
         "cpu" => Ok(Device::Cpu),
         "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        "cuda" => Err(TrainError::Config(
-            "device 'cuda' requested but libtorch sees no CUDA device".into(),
-        )),
+        "cuda" => Err(TrainError::Config("device 'cuda' requested but libtorch sees no CUDA device".into())),
         "auto" => Ok(Device::cuda_if_available()),
-        other => Err(TrainError::Config(format!(
-            "device '{other}' (cpu, cuda or auto)"
-        ))),
+        other => Err(TrainError::Config(format!("device '{other}' (cpu, cuda or auto)"))),
     }
 }
 
@@ -88,10 +84,7 @@ pub fn train(
     mut on_epoch: impl FnMut(&EpochLog),
 ) -> Result<TrainOutcome, TrainError> {
     let framework: Framework = cfg.framework.parse().map_err(TrainError::Config)?;
-    let valid = data
-        .valid
-        .as_ref()
-        .ok_or_else(|| TrainError::Config("the dataset has no validation split".into()))?;
+    let valid = data.valid.as_ref().ok_or_else(|| TrainError::Config("the dataset has no validation split".into()))?;
     let device = resolve_device(&cfg.device)?;
     tch::manual_seed(cfg.seed as i64);
     if cfg.threads > 0 {
@@ -101,22 +94,14 @@ pub fn train(
     let vs = nn::VarStore::new(device);
     let ensemble = Ensemble::from_config(&vs.root(), cfg, &layout).map_err(TrainError::Config)?;
     let mut opt = nn::Adam::default().build(&vs, cfg.learning_rate)?;
-    let loss_cfg = loss::LossConfig {
-        cetnet_alpha: cfg.cetnet_alpha,
-    };
+    let loss_cfg = loss::LossConfig { cetnet_alpha: cfg.cetnet_alpha };
     let group = group_slot(data);
-    let (mut lr, mut best_auc, mut best_epoch, mut stale) =
-        (cfg.learning_rate, f64::NEG_INFINITY, 0, 0);
+    let (mut lr, mut best_auc, mut best_epoch, mut stale) = (cfg.learning_rate, f64::NEG_INFINITY, 0, 0);
     let mut best_weights = snapshot(&vs);
     let mut epochs = Vec::new();
     for epoch in 1..=cfg.max_epochs {
         let start = Instant::now();
-        let batches = Batches::shuffled(
-            &data.train,
-            cfg.batch_size,
-            cfg.seed.wrapping_add(epoch as u64),
-            device,
-        );
+        let batches = Batches::shuffled(&data.train, cfg.batch_size, cfg.seed.wrapping_add(epoch as u64), device);
         let bar = progress.then(|| report::epoch_bar(epoch, data.train.rows as u64));
         let (mut loss_sum, mut steps) = (0.0, 0usize);
         for (ids, y) in batches {
@@ -164,20 +149,12 @@ pub fn train(
     }
     restore(&vs, &best_weights);
     let valid_scores = evaluate(&ensemble, valid, group, device);
-    let test_scores = data
-        .test
-        .as_ref()
-        .map(|t| evaluate(&ensemble, t, group, device));
+    let test_scores = data.test.as_ref().map(|t| evaluate(&ensemble, t, group, device));
     let best_student = argmax_auc(&valid_scores.students);
     let knowledge_abundance = ensemble
         .students
         .iter()
-        .map(|s| {
-            s.linear_weights()
-                .iter()
-                .map(|w| knowledge_abundance(w, cfg.ka_tau))
-                .collect()
-        })
+        .map(|s| s.linear_weights().iter().map(|w| knowledge_abundance(w, cfg.ka_tau)).collect())
         .collect();
     Ok(TrainOutcome {
         vs,
@@ -192,68 +169,38 @@ pub fn train(
 }
 
 fn argmax_auc(students: &[Scores]) -> usize {
-    students
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.auc.total_cmp(&b.1.auc))
-        .map_or(0, |(i, _)| i)
+    students.iter().enumerate().max_by(|a, b| a.1.auc.total_cmp(&b.1.auc)).map_or(0, |(i, _)| i)
 }
 
 /// The encoded-row slot of the group field (for gAUC), if the dataset names one.
 fn group_slot(data: &Dataset) -> Option<usize> {
     let name = data.encoder.group.as_ref()?;
-    let i = data
-        .encoder
-        .fields
-        .iter()
-        .position(|f| &f.spec.name == name)?;
+    let i = data.encoder.fields.iter().position(|f| &f.spec.name == name)?;
     Some(data.encoder.slots(i).start)
 }
 
 /// Scores every student and the ensemble on `split` (eval mode, no gradients).
-pub fn evaluate(
-    ensemble: &Ensemble,
-    split: &EncodedSplit,
-    group: Option<usize>,
-    device: Device,
-) -> SplitScores {
+pub fn evaluate(ensemble: &Ensemble, split: &EncodedSplit, group: Option<usize>, device: Device) -> SplitScores {
     let (ensemble_p, student_p) = predict(ensemble, split, device);
     let labels = split.labels();
-    let groups: Option<Vec<u32>> =
-        group.map(|g| (0..split.rows).map(|r| split.row(r)[g]).collect());
+    let groups: Option<Vec<u32>> = group.map(|g| (0..split.rows).map(|r| split.row(r)[g]).collect());
     let score = |p: &[f32]| Scores {
         auc: metrics::auc(p, labels).unwrap_or(f64::NAN),
         logloss: metrics::logloss(p, labels),
         gauc: groups.as_ref().and_then(|g| metrics::gauc(p, labels, g)),
     };
-    SplitScores {
-        ensemble: score(&ensemble_p),
-        students: student_p.iter().map(|p| score(p)).collect(),
-    }
+    SplitScores { ensemble: score(&ensemble_p), students: student_p.iter().map(|p| score(p)).collect() }
 }
 
 /// Probabilities of the ensemble and of each student for every row of `split`.
-pub fn predict(
-    ensemble: &Ensemble,
-    split: &EncodedSplit,
-    device: Device,
-) -> (Vec<f32>, Vec<Vec<f32>>) {
+pub fn predict(ensemble: &Ensemble, split: &EncodedSplit, device: Device) -> (Vec<f32>, Vec<Vec<f32>>) {
     let k = ensemble.students.len();
-    let (mut ens, mut stu) = (
-        Vec::with_capacity(split.rows),
-        vec![Vec::with_capacity(split.rows); k],
-    );
+    let (mut ens, mut stu) = (Vec::with_capacity(split.rows), vec![Vec::with_capacity(split.rows); k]);
     tch::no_grad(|| {
         for (ids, _) in Batches::sequential(split, 8192, device) {
             let out = ensemble.forward(&ids, false);
             ens.extend(
-                Vec::<f32>::try_from(
-                    out.ensemble_logit
-                        .sigmoid()
-                        .flatten(0, -1)
-                        .to_device(Device::Cpu),
-                )
-                .expect("f32"),
+                Vec::<f32>::try_from(out.ensemble_logit.sigmoid().flatten(0, -1).to_device(Device::Cpu)).expect("f32"),
             );
             let sp = out.student_logits.sigmoid().to_device(Device::Cpu);
             for (j, v) in stu.iter_mut().enumerate() {
@@ -266,13 +213,7 @@ pub fn predict(
 
 /// KA(W, τ) = #{σ_i > τ} / #{σ_i > 0} over W's singular values (KDEF eq. 3).
 pub fn knowledge_abundance(w: &Tensor, tau: f64) -> f64 {
-    let s = Vec::<f32>::try_from(
-        w.to_device(Device::Cpu)
-            .to_kind(Kind::Float)
-            .svd(true, false)
-            .1,
-    )
-    .unwrap_or_default();
+    let s = Vec::<f32>::try_from(w.to_device(Device::Cpu).to_kind(Kind::Float).svd(true, false).1).unwrap_or_default();
     let positive = s.iter().filter(|&&v| v > 0.0).count();
     let above = s.iter().filter(|&&v| v as f64 > tau).count();
     if positive == 0 {
@@ -284,10 +225,7 @@ pub fn knowledge_abundance(w: &Tensor, tau: f64) -> f64 {
 
 /// In-memory copy of every variable (parameters and batch-norm statistics).
 fn snapshot(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    vs.variables()
-        .into_iter()
-        .map(|(n, t)| (n, t.detach().copy()))
-        .collect()
+    vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect()
 }
 
 fn restore(vs: &nn::VarStore, saved: &[(String, Tensor)]) {

@@ -10,16 +10,11 @@ use crate::config::TrainConfig;
 use crate::data::Dataset;
 
 pub fn epoch_bar(epoch: usize, rows: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(rows),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
+    let bar = indicatif::ProgressBar::with_draw_target(Some(rows), indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "epoch {prefix:>3} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
     );
     bar.set_prefix(epoch.to_string());
     bar
@@ -68,29 +63,19 @@ pub fn markdown(cfg: &TrainConfig, out: &TrainOutcome, data: &Dataset) -> String
         out.best_student,
         cfg.students[out.best_student]
     );
-    s.push_str("| model | valid AUC | valid logloss | valid gAUC | test AUC | test logloss | test gAUC | KA (per layer) |\n");
+    s.push_str(
+        "| model | valid AUC | valid logloss | valid gAUC | test AUC | test logloss | test gAUC | KA (per layer) |\n",
+    );
     s.push_str("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
     let cell = |x: Option<&Scores>| match x {
-        Some(v) => format!(
-            "{:.6} | {:.6} | {}",
-            v.auc,
-            v.logloss,
-            v.gauc.map_or("–".into(), |g| format!("{g:.6}"))
-        ),
+        Some(v) => format!("{:.6} | {:.6} | {}", v.auc, v.logloss, v.gauc.map_or("–".into(), |g| format!("{g:.6}"))),
         None => "– | – | –".into(),
     };
     let test = out.test.as_ref();
-    let _ = writeln!(
-        s,
-        "| **ensemble** | {} | {} | – |",
-        cell(Some(&out.valid.ensemble)),
-        cell(test.map(|t| &t.ensemble))
-    );
+    let _ =
+        writeln!(s, "| **ensemble** | {} | {} | – |", cell(Some(&out.valid.ensemble)), cell(test.map(|t| &t.ensemble)));
     for (k, kind) in cfg.students.iter().enumerate() {
-        let ka: Vec<String> = out.knowledge_abundance[k]
-            .iter()
-            .map(|v| format!("{v:.2}"))
-            .collect();
+        let ka: Vec<String> = out.knowledge_abundance[k].iter().map(|v| format!("{v:.2}")).collect();
         let mark = if k == out.best_student { " (best)" } else { "" };
         let _ = writeln!(
             s,
@@ -102,12 +87,7 @@ pub fn markdown(cfg: &TrainConfig, out: &TrainOutcome, data: &Dataset) -> String
     }
     s.push_str("\n## Epochs\n\n| epoch | train loss | lr | seconds | samples/s | valid AUC (ensemble) | valid AUC (students) |\n| --- | --- | --- | --- | --- | --- | --- |\n");
     for e in &out.epochs {
-        let st: Vec<String> = e
-            .valid
-            .students
-            .iter()
-            .map(|x| format!("{:.4}", x.auc))
-            .collect();
+        let st: Vec<String> = e.valid.students.iter().map(|x| format!("{:.4}", x.auc)).collect();
         let _ = writeln!(
             s,
             "| {} | {:.5} | {:.0e} | {:.1} | {:.0} | {:.6} | {} |",
@@ -124,42 +104,18 @@ pub fn markdown(cfg: &TrainConfig, out: &TrainOutcome, data: &Dataset) -> String
 }
 
 /// Writes the run directory atomically; returns its final path (suffixed `-2`, `-3`, … if taken).
-pub fn write_run(
-    dir: &Path,
-    cfg: &TrainConfig,
-    out: &TrainOutcome,
-    data: &Dataset,
-) -> Result<PathBuf, std::io::Error> {
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+pub fn write_run(dir: &Path, cfg: &TrainConfig, out: &TrainOutcome, data: &Dataset) -> Result<PathBuf, std::io::Error> {
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".run-")
-        .tempdir_in(parent)?;
+    let tmp = tempfile::Builder::new().prefix(".run-").tempdir_in(parent)?;
     let p = tmp.path();
-    std::fs::write(
-        p.join("config.toml"),
-        toml::to_string_pretty(cfg).map_err(std::io::Error::other)?,
-    )?;
-    let lines: Vec<String> = out
-        .epochs
-        .iter()
-        .map(|e| serde_json::to_string(e).expect("epoch log"))
-        .collect();
+    std::fs::write(p.join("config.toml"), toml::to_string_pretty(cfg).map_err(std::io::Error::other)?)?;
+    let lines: Vec<String> = out.epochs.iter().map(|e| serde_json::to_string(e).expect("epoch log")).collect();
     std::fs::write(p.join("metrics.jsonl"), lines.join("\n") + "\n")?;
-    std::fs::write(
-        p.join("summary.json"),
-        serde_json::to_vec_pretty(&summary(cfg, out, data))?,
-    )?;
+    std::fs::write(p.join("summary.json"), serde_json::to_vec_pretty(&summary(cfg, out, data))?)?;
     std::fs::write(p.join("report.md"), markdown(cfg, out, data))?;
-    out.vs
-        .save(p.join("weights.safetensors"))
-        .map_err(std::io::Error::other)?;
-    data.encoder
-        .save(&p.join("encoder.json"))
-        .map_err(std::io::Error::other)?;
+    out.vs.save(p.join("weights.safetensors")).map_err(std::io::Error::other)?;
+    data.encoder.save(&p.join("encoder.json")).map_err(std::io::Error::other)?;
     if let Err(e) = super::curves::plot(&out.epochs, &cfg.students, &p.join("curves.png")) {
         tracing::warn!("curves.png not drawn: {e}");
     }
@@ -176,12 +132,7 @@ pub fn write_run(
 
 /// One line per epoch for the log.
 pub fn epoch_line(e: &EpochLog) -> String {
-    let st: Vec<String> = e
-        .valid
-        .students
-        .iter()
-        .map(|x| format!("{:.4}", x.auc))
-        .collect();
+    let st: Vec<String> = e.valid.students.iter().map(|x| format!("{:.4}", x.auc)).collect();
     format!(
         "epoch {:>2}: loss {:.5}  {:.1} s ({:.0} samples/s)  valid AUC ensemble {:.6} students [{}]",
         e.epoch,

@@ -12,15 +12,9 @@ pub fn data_dir() -> Option<PathBuf> {
         return Some(dir);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "CI=true but the real data is missing at {} (set CTR_DATA_DIR)",
-            dir.display()
-        );
+        panic!("CI=true but the real data is missing at {} (set CTR_DATA_DIR)", dir.display());
     }
-    eprintln!(
-        "\n*** SKIPPED: real CTR data not found at {} (set CTR_DATA_DIR) ***\n",
-        dir.display()
-    );
+    eprintln!("\n*** SKIPPED: real CTR data not found at {} (set CTR_DATA_DIR) ***\n", dir.display());
     None
 }
 
@@ -37,9 +31,7 @@ macro_rules! require_data {
 
 /// A dataset spec from `config/datasets/` resolved against the data dir.
 pub fn spec(name: &str, data: &std::path::Path) -> ensemble_serve::features::DatasetSpec {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("config/datasets")
-        .join(format!("{name}.toml"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/datasets").join(format!("{name}.toml"));
     ensemble_serve::features::DatasetSpec::load(&path, data).expect("shipped dataset spec loads")
 }
 
@@ -52,20 +44,9 @@ pub fn ort_env() -> &'static ort::environment::Environment {
 /// Reads a CSV with no quoting (the benchmark files have none) into header + rows, independently of the crate.
 pub fn read_plain_csv(path: &std::path::Path) -> (Vec<String>, Vec<Vec<String>>) {
     let text = std::fs::read_to_string(path).expect("benchmark file readable");
-    assert!(
-        !text.contains('"'),
-        "{} has quotes; this reader assumes none",
-        path.display()
-    );
+    assert!(!text.contains('"'), "{} has quotes; this reader assumes none", path.display());
     let mut lines = text.lines();
-    let header = lines
-        .next()
-        .unwrap()
-        .split(',')
-        .map(str::to_string)
-        .collect();
-    let rows = lines
-        .map(|l| l.split(',').map(str::to_string).collect())
-        .collect();
+    let header = lines.next().unwrap().split(',').map(str::to_string).collect();
+    let rows = lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
     (header, rows)
 }
