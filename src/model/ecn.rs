@@ -60,7 +60,7 @@ impl Student for EcnStudent {
             let big_h = Tensor::cat(&[h, g], 1);
             x = &x * (big_h + &l.b) + &x;
             if self.dropout > 0.0 {
-                x = x.dropout(self.dropout, train);
+                x = super::dropout::dropout(&x, self.dropout, train);
             }
         }
         x

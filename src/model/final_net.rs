@@ -50,7 +50,7 @@ impl Student for FinalStudent {
         for layer in &self.layers {
             x = factorize(&layer.forward(&x, train)).relu();
             if self.dropout > 0.0 {
-                x = x.dropout(self.dropout, train);
+                x = super::dropout::dropout(&x, self.dropout, train);
             }
         }
         x

@@ -44,7 +44,7 @@ impl Dense {
             h = h.relu();
         }
         if self.dropout > 0.0 {
-            h.dropout(self.dropout, train)
+            super::dropout::dropout(&h, self.dropout, train)
         } else {
             h
         }

@@ -2,6 +2,7 @@
 //! its ONNX emission side by side, so the trained graph and the served graph cannot drift.
 pub mod dcnv2;
 pub mod dhen;
+pub mod dropout;
 pub mod ecn;
 pub mod embedding;
 pub mod ensemble;

@@ -87,6 +87,7 @@ pub fn train(
     let valid = data.valid.as_ref().ok_or_else(|| TrainError::Config("the dataset has no validation split".into()))?;
     let device = resolve_device(&cfg.device)?;
     tch::manual_seed(cfg.seed as i64);
+    crate::model::dropout::seed(cfg.seed);
     if cfg.threads > 0 {
         tch::set_num_threads(cfg.threads as i32);
     }
