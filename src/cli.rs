@@ -53,6 +53,9 @@ pub struct RunArgs {
     /// ONNX Runtime shared library (overrides `ort_library`; ort's own ORT_DYLIB_PATH is honoured too).
     #[arg(long, env = "SERVE_ORT_LIB")]
     pub ort_lib: Option<PathBuf>,
+    /// Bearer token of POST /admin/reload (overrides `admin_token`).
+    #[arg(long, env = "SERVE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// ONNX Runtime intra-op threads per session (overrides `intra_op_threads`).
     #[arg(long, env = "SERVE_THREADS")]
     pub threads: Option<usize>,

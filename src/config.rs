@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub default_budget_ms: f64,
     /// A missing field encodes as its OOV id instead of a 422.
     pub missing_as_oov: bool,
+    /// Bearer token for `POST /admin/reload`; empty disables the admin endpoints.
+    pub admin_token: String,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +77,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 2000,
             default_budget_ms: 10.0,
             missing_as_oov: false,
+            admin_token: String::new(),
         }
     }
 }

@@ -54,6 +54,9 @@ fn run_server(args: cli::RunArgs) -> Result<()> {
     if let Some(dir) = args.models_dir {
         cfg.models_dir = dir;
     }
+    if let Some(t) = args.admin_token {
+        cfg.admin_token = t;
+    }
     if let Some(m) = args.default_model {
         cfg.default_model = m;
     }

@@ -305,3 +305,79 @@ async fn sigterm_during_a_burst_answers_every_admitted_request() {
         "still listening after exit"
     );
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+/// Hot reload under load: a corrupt new version is refused and the old one keeps serving; a good one
+/// replaces it; no request fails at any point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_keeps_serving_through_bad_and_good_versions() {
+    let Some(f) = fixture() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    copy_dir(&f.models.join("default/1"), &models.join("default/1"));
+    let server = Server::start(&models, &["--admin-token", "s3cret"]);
+    let client = reqwest::Client::new();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let body = json!({"instances": &f.instances[..8], "tier": "auto", "latency_budget_ms": 50}).to_string();
+    let load = {
+        let (c, url, b, stop) = (client.clone(), format!("{}/v1/score", server.base), body.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed, mut versions) = (0u32, Vec::new(), std::collections::BTreeSet::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match c.post(&url).body(b.clone()).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let v: Value = r.json().await.unwrap();
+                        versions.insert(v["version"].as_str().unwrap().to_string());
+                        ok += 1;
+                    }
+                    Ok(r) => failed.push(format!("status {}", r.status())),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed, versions)
+        })
+    };
+    let reload = |token: &'static str| {
+        let (c, url) = (client.clone(), format!("{}/admin/reload", server.base));
+        async move { c.post(url).bearer_auth(token).send().await.unwrap() }
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(reload("wrong").await.status(), 401);
+    // A corrupt version 2: truncated ensemble graph.
+    copy_dir(&models.join("default/1"), &models.join("default/2"));
+    let g = models.join("default/2/ensemble.onnx");
+    let bytes = std::fs::read(&g).unwrap();
+    std::fs::write(&g, &bytes[..bytes.len() / 3]).unwrap();
+    let r = reload("s3cret").await;
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["models"][0]["status"], "failed");
+    assert_eq!(v["models"][0]["version"], "1", "the serving version stays: {v}");
+    assert!(v["models"][0]["error"].as_str().unwrap().contains("ensemble.onnx"), "{v}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A good version 3.
+    copy_dir(&models.join("default/1"), &models.join("default/3"));
+    let mpath = models.join("default/3/manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    m["version"] = json!("3");
+    std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+    let r = reload("s3cret").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((v["models"][0]["status"].as_str(), v["models"][0]["version"].as_str()), (Some("loaded"), Some("3")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed, versions) = load.await.unwrap();
+    eprintln!("hot reload under load: {ok} requests answered, {} failed, versions served {versions:?}", failed.len());
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(versions.into_iter().collect::<Vec<_>>(), ["1", "3"]);
+    let (_, after) = post(&client, &format!("{}/v1/score", server.base), body).await;
+    assert_eq!(after["version"], "3");
+}

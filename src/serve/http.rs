@@ -23,6 +23,9 @@ use super::model::{LoadedModel, TierRequest};
 /// Shared by every handler.
 pub struct AppState {
     pub models: ArcSwap<HashMap<String, Arc<LoadedModel>>>,
+    pub reloader: super::reload::Reloader,
+    /// Bearer token of `/admin/*`; empty disables those endpoints.
+    pub admin_token: String,
     pub default_model: String,
     pub metrics: Arc<Metrics>,
     pub in_flight: Arc<Semaphore>,
@@ -64,6 +67,7 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/admin/reload", post(admin_reload))
         .route("/v2/health/live", get(|| async { Json(json!({"live": true})) }))
         .route("/v2/health/ready", get(ready_v2))
         .route("/v2/models/{name}", get(v2_metadata))
@@ -238,6 +242,24 @@ fn encode(model: &LoadedModel, instances: &[Value], missing_as_oov: bool) -> Res
         })?;
     }
     Ok(ids)
+}
+
+/// `POST /admin/reload` with `Authorization: Bearer <admin_token>`: 200 when every model is loaded or
+/// unchanged, 422 when one failed (its serving version stays), with the per-model outcomes.
+async fn admin_reload(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if s.admin_token.is_empty() {
+        return ApiError::new(StatusCode::NOT_FOUND, "admin_disabled", "set admin_token in the server config")
+            .into_response();
+    }
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if auth.strip_prefix("Bearer ") != Some(s.admin_token.as_str()) {
+        return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required")
+            .into_response();
+    }
+    let outcomes = super::reload::reload(&s, &s.reloader).await;
+    let status =
+        if outcomes.iter().any(|o| o.status == "failed") { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    (status, Json(json!({"models": outcomes}))).into_response()
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {

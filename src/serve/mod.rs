@@ -4,6 +4,7 @@ pub mod batcher;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod reload;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,8 +77,11 @@ pub fn load_models(
 pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfig) -> Result<(), ServeError> {
     let metrics = Arc::new(metrics::Metrics::new());
     let models = load_models(env, &cfg, &metrics)?;
+    let reloader = reload::Reloader { env, cfg: cfg.clone(), limits: batch_limits(&cfg), lock: Default::default() };
     let state = Arc::new(AppState {
         models: ArcSwap::from_pointee(models),
+        reloader,
+        admin_token: cfg.admin_token.clone(),
         default_model: cfg.default_model.clone(),
         metrics,
         in_flight: Arc::new(Semaphore::new(cfg.max_in_flight)),
@@ -88,6 +92,7 @@ pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfi
             missing_as_oov: cfg.missing_as_oov,
         },
     });
+    tokio::spawn(reload_on_sighup(state.clone()));
     let app = http::router(state, cfg.body_limit_bytes);
     let listener = tokio::net::TcpListener::bind(&cfg.bind)
         .await
@@ -96,6 +101,15 @@ pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfi
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("shut down: in-flight requests answered");
     Ok(())
+}
+
+/// SIGHUP reloads every model, like `POST /admin/reload`.
+async fn reload_on_sighup(state: Arc<AppState>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        let outcomes = reload::reload(&state, &state.reloader).await;
+        tracing::info!(?outcomes, "SIGHUP reload");
+    }
 }
 
 async fn shutdown_signal() {
