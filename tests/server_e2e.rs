@@ -381,3 +381,48 @@ async fn hot_reload_keeps_serving_through_bad_and_good_versions() {
     let (_, after) = post(&client, &format!("{}/v1/score", server.base), body).await;
     assert_eq!(after["version"], "3");
 }
+
+/// Under a load that queues the ensemble, budgeted requests spill to a student and still meet their
+/// budget; with the queue empty they go to the ensemble. Measured on the real server with the shipped
+/// default model (3 × [400, 400, 400] MLPs: its ensemble runs 256 rows in about 7 ms here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_ensemble_spills_budgeted_traffic_to_a_student() {
+    let Some(f) = fixture() else { return };
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    let server = Server::start(&shipped, &[]);
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/score", server.base);
+    let probe = json!({"instances": &f.instances[..4], "latency_budget_ms": 10}).to_string();
+    let (_, idle) = post(&client, &url, probe.clone()).await;
+    assert_eq!(idle["served_by"], "ensemble", "an idle server serves a 10 ms budget with the ensemble: {idle}");
+    // Pressure: keep the ensemble's queue full of large forced requests.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let heavy = json!({"instances": &f.instances[..512], "tier": "ensemble", "latency_budget_ms": 60000}).to_string();
+    let mut pressure = Vec::new();
+    for _ in 0..4 {
+        let (c, u, b, stop) = (client.clone(), url.clone(), heavy.clone(), stop.clone());
+        pressure.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = c.post(&u).body(b.clone()).send().await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut student, mut met, n) = (0, 0, 300);
+    for _ in 0..n {
+        let (status, v) = post(&client, &url, probe.clone()).await;
+        assert_eq!(status, 200, "{v}");
+        student += usize::from(v["served_by"].as_str().unwrap().starts_with("student:"));
+        met += usize::from(v["budget_met"].as_bool().unwrap());
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for p in pressure {
+        let _ = p.await;
+    }
+    eprintln!("ensemble queued: {student}/{n} budgeted requests served by a student, {met}/{n} met the 10 ms budget");
+    assert!(student * 10 >= n * 9, "only {student}/{n} spilled to a student");
+    assert!(met * 100 >= n * 99, "budget met for only {met}/{n}");
+    let doc: Value = client.get(format!("{}/openapi.json", server.base)).send().await.unwrap().json().await.unwrap();
+    assert!(doc["paths"]["/v1/score"]["post"].is_object(), "{doc}");
+    assert!(doc["components"]["schemas"]["ScoreRequest"].is_object());
+}

@@ -56,7 +56,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+        let body = ErrorBody { error: ErrorDetail { code: self.code.into(), message: self.message } };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -67,6 +68,7 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .route("/admin/reload", post(admin_reload))
         .route("/v2/health/live", get(|| async { Json(json!({"live": true})) }))
         .route("/v2/health/ready", get(ready_v2))
@@ -79,16 +81,78 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .with_state(state)
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/score` body.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ScoreRequest {
-    instances: Vec<Value>,
+pub struct ScoreRequest {
+    /// Raw feature values per instance: `{field: value}` (strings, numbers, null, arrays for sequences).
+    #[schema(value_type = Vec<Object>)]
+    pub instances: Vec<Value>,
+    /// Latency budget in ms (else the `X-Latency-Budget-Ms` header, else the server default).
     #[serde(default)]
-    latency_budget_ms: Option<f64>,
+    pub latency_budget_ms: Option<f64>,
+    /// `auto` (budget routing), `ensemble`, `student` (the best) or `student:<k>`.
     #[serde(default)]
-    tier: Option<String>,
+    pub tier: Option<String>,
 }
 
+/// `POST /v1/score` answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ScoreResponse {
+    pub model: String,
+    pub version: String,
+    /// The tier that served: `ensemble` or `student:<k>`.
+    pub served_by: String,
+    pub graph: String,
+    /// One probability per instance, in order.
+    pub probabilities: Vec<f32>,
+    pub server_time_us: f64,
+    pub queue_time_us: f64,
+    pub inference_time_us: f64,
+    pub batch_rows: usize,
+    pub latency_budget_ms: f64,
+    pub budget_met: bool,
+    /// No tier's estimate fitted the budget; the fastest served.
+    pub predicted_miss: bool,
+}
+
+/// Every error answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "ensemble-serve", description = "CTR ensemble scoring with latency-budget routing"),
+    paths(score_default, score_named),
+    components(schemas(ScoreRequest, ScoreResponse, ErrorBody, ErrorDetail))
+)]
+struct ApiDoc;
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi())
+}
+
+/// Scores instances with the default model.
+#[utoipa::path(post, path = "/v1/score", request_body = ScoreRequest,
+    params(("X-Latency-Budget-Ms" = Option<f64>, Header, description = "latency budget (ms) when the body has none")),
+    responses(
+        (status = 200, description = "scored", body = ScoreResponse),
+        (status = 400, description = "body is not JSON", body = ErrorBody),
+        (status = 404, description = "unknown model", body = ErrorBody),
+        (status = 413, description = "body too large or too many instances", body = ErrorBody),
+        (status = 422, description = "invalid request, instance, budget or tier", body = ErrorBody),
+        (status = 429, description = "too many requests in flight", body = ErrorBody),
+        (status = 503, description = "batch queue full", body = ErrorBody),
+        (status = 504, description = "timed out in the queue", body = ErrorBody),
+    ))]
 async fn score_default(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -98,6 +162,20 @@ async fn score_default(
     score(s, name, headers, body).await
 }
 
+/// Scores instances with the named model.
+#[utoipa::path(post, path = "/v1/models/{name}/score", request_body = ScoreRequest,
+    params(("name" = String, Path, description = "model name"),
+           ("X-Latency-Budget-Ms" = Option<f64>, Header, description = "latency budget (ms) when the body has none")),
+    responses(
+        (status = 200, description = "scored", body = ScoreResponse),
+        (status = 400, description = "body is not JSON", body = ErrorBody),
+        (status = 404, description = "unknown model", body = ErrorBody),
+        (status = 413, description = "body too large or too many instances", body = ErrorBody),
+        (status = 422, description = "invalid request, instance, budget or tier", body = ErrorBody),
+        (status = 429, description = "too many requests in flight", body = ErrorBody),
+        (status = 503, description = "batch queue full", body = ErrorBody),
+        (status = 504, description = "timed out in the queue", body = ErrorBody),
+    ))]
 async fn score_named(
     State(s): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -162,7 +240,7 @@ async fn run_scoring(
     budget_ms: Option<f64>,
     tier: &str,
     started: Instant,
-) -> Result<Value, ApiError> {
+) -> Result<ScoreResponse, ApiError> {
     let unprocessable = |code, msg: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg);
     let _permit = s.in_flight.clone().try_acquire_owned().map_err(|_| {
         s.metrics.rejected.with_label_values(&[name, "too_many_in_flight"]).inc();
@@ -208,20 +286,20 @@ async fn run_scoring(
     m.requests.with_label_values(&[name, &tier_label, "200"]).inc();
     m.request_us.with_label_values(&[name, &tier_label]).observe(server_us);
     m.budget.with_label_values(&[name, &tier_label, if met { "met" } else { "missed" }]).inc();
-    Ok(json!({
-        "model": model.name,
-        "version": model.version,
-        "served_by": tier_label,
-        "graph": route.tier.file,
-        "probabilities": result.probabilities,
-        "server_time_us": server_us.round(),
-        "queue_time_us": result.queue_us.round(),
-        "inference_time_us": result.run_us.round(),
-        "batch_rows": result.batch_rows,
-        "latency_budget_ms": budget_ms,
-        "budget_met": met,
-        "predicted_miss": route.reason == "fallback",
-    }))
+    Ok(ScoreResponse {
+        model: model.name.clone(),
+        version: model.version.clone(),
+        served_by: tier_label,
+        graph: route.tier.file.clone(),
+        probabilities: result.probabilities,
+        server_time_us: server_us.round(),
+        queue_time_us: result.queue_us.round(),
+        inference_time_us: result.run_us.round(),
+        batch_rows: result.batch_rows,
+        latency_budget_ms: budget_ms,
+        budget_met: met,
+        predicted_miss: route.reason == "fallback",
+    })
 }
 
 /// Raw instances → encoded rows through the model's encoder (the same functions as training).
@@ -366,14 +444,13 @@ async fn v2_infer(
         let tier = req.parameters.get("tier").and_then(Value::as_str).unwrap_or("auto").to_string();
         let n = instances.len();
         let out = run_scoring(&s, &name, instances, budget, &tier, started).await?;
-        let probs = out["probabilities"].clone();
         Ok::<_, ApiError>(
             Json(json!({
-                "model_name": out["model"],
-                "model_version": out["version"],
+                "model_name": out.model,
+                "model_version": out.version,
                 "id": req.id,
-                "parameters": {"served_by": out["served_by"], "server_time_us": out["server_time_us"]},
-                "outputs": [{"name": "probability", "datatype": "FP32", "shape": [n, 1], "data": probs}],
+                "parameters": {"served_by": out.served_by, "server_time_us": out.server_time_us},
+                "outputs": [{"name": "probability", "datatype": "FP32", "shape": [n, 1], "data": out.probabilities}],
             }))
             .into_response(),
         )
