@@ -41,6 +41,33 @@ pub fn resolve_library(explicit: Option<&Path>) -> PathBuf {
         .unwrap_or_else(crate::paths::default_ort_library)
 }
 
+/// Where a graph runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Cpu,
+    Cuda,
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Cpu => "cpu",
+            Provider::Cuda => "cuda",
+        }
+    }
+}
+
+impl std::str::FromStr for Provider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Provider::Cpu),
+            "cuda" => Ok(Provider::Cuda),
+            other => Err(format!("execution provider '{other}' (cpu or cuda)")),
+        }
+    }
+}
+
 /// One ONNX graph in one ORT session, fed from encoded rows (the layout of [`crate::features::Encoder`]).
 pub struct GraphSession {
     session: ort::session::Session,
@@ -57,8 +84,38 @@ impl GraphSession {
         encoder: &crate::features::Encoder,
         intra_threads: usize,
     ) -> Result<Self, ort::Error> {
-        let session =
-            ort::session::Session::builder(env)?.with_intra_threads(intra_threads.max(1))?.commit_from_file(path)?;
+        Self::load_on(env, path, schema, encoder, intra_threads, Provider::Cpu).map(|(s, _)| s)
+    }
+
+    /// Loads on `provider`; a CUDA registration that fails (no GPU, no CUDA libraries, a CPU-only ONNX
+    /// Runtime) is logged with its reason and the session falls back to the CPU. Returns the provider used.
+    pub fn load_on(
+        env: &Environment,
+        path: &Path,
+        schema: &crate::artifact::InputSchema,
+        encoder: &crate::features::Encoder,
+        intra_threads: usize,
+        provider: Provider,
+    ) -> Result<(Self, Provider), ort::Error> {
+        let builder = || -> Result<ort::session::builder::SessionBuilder, ort::Error> {
+            Ok(ort::session::Session::builder(env)?.with_intra_threads(intra_threads.max(1))?)
+        };
+        let (session, used) = match provider {
+            Provider::Cuda => {
+                let cuda = ort::ep::CUDA::default().build().error_on_failure();
+                let attempt = || -> Result<ort::session::Session, ort::Error> {
+                    Ok(builder()?.with_execution_providers([cuda])?.commit_from_file(path)?)
+                };
+                match attempt() {
+                    Ok(s) => (s, Provider::Cuda),
+                    Err(e) => {
+                        tracing::warn!(graph = %path.display(), reason = %e, "CUDA execution provider unavailable; using CPU");
+                        (builder()?.commit_from_file(path)?, Provider::Cpu)
+                    }
+                }
+            }
+            Provider::Cpu => (builder()?.commit_from_file(path)?, Provider::Cpu),
+        };
         let sequences = schema
             .sequences
             .iter()
@@ -67,7 +124,7 @@ impl GraphSession {
                 (s.input.clone(), encoder.slots(i).start, s.max_len)
             })
             .collect();
-        Ok(Self { session, scalars: schema.field_ids.len(), sequences })
+        Ok((Self { session, scalars: schema.field_ids.len(), sequences }, used))
     }
 
     /// Runs `rows` encoded rows (row-major, `width` ids each); returns `output` as a flat row-major vector.

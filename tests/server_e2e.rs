@@ -71,6 +71,7 @@ fn fixture() -> Option<&'static Fixture> {
 struct Server {
     child: Child,
     base: String,
+    log: tempfile::NamedTempFile,
 }
 
 impl Server {
@@ -82,10 +83,13 @@ impl Server {
             .arg(models)
             .args(extra)
             .args(if extra.contains(&"--config") { &[][..] } else { &["--config", "/nonexistent.toml"][..] })
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .env("SERVE_LOG_FORMAT", "text")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null());
+        let log = tempfile::NamedTempFile::new().unwrap();
+        cmd.stderr(log.reopen().unwrap());
         let child = cmd.spawn().unwrap();
-        let s = Self { child, base: format!("http://127.0.0.1:{port}") };
+        let s = Self { child, base: format!("http://127.0.0.1:{port}"), log };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if ready(port) {
@@ -425,4 +429,22 @@ async fn queued_ensemble_spills_budgeted_traffic_to_a_student() {
     let doc: Value = client.get(format!("{}/openapi.json", server.base)).send().await.unwrap().json().await.unwrap();
     assert!(doc["paths"]["/v1/score"]["post"].is_object(), "{doc}");
     assert!(doc["components"]["schemas"]["ScoreRequest"].is_object());
+}
+
+/// `execution_provider = "cuda"` on a machine without CUDA: the reason is logged, every graph runs on
+/// the CPU, the metric label says so, and scoring works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cuda_without_a_gpu_falls_back_to_cpu_and_says_why() {
+    let Some(f) = fixture() else { return };
+    let cfg = f.models.parent().unwrap().join("cuda.toml");
+    std::fs::write(&cfg, "execution_provider = \"cuda\"\n").unwrap();
+    let server = Server::start(&f.models, &["--config", cfg.to_str().unwrap()]);
+    let client = reqwest::Client::new();
+    let (status, v) =
+        post(&client, &format!("{}/v1/score", server.base), json!({"instances": &f.instances[..2]}).to_string()).await;
+    assert_eq!(status, 200, "{v}");
+    let metrics = client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("execution_provider=\"cpu\""), "{metrics}");
+    let log = std::fs::read_to_string(server.log.path()).unwrap();
+    assert!(log.contains("CUDA execution provider unavailable; using CPU"), "{log}");
 }

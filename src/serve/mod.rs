@@ -19,6 +19,8 @@ use model::{BatchLimits, LoadedModel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error("server config: {reason}")]
+    Config { reason: String },
     #[error("model '{name}': {reason}")]
     Model { name: String, reason: String },
     #[error("cannot listen on {addr}: {source}")]
@@ -27,13 +29,15 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-pub fn batch_limits(cfg: &ServerConfig) -> BatchLimits {
-    BatchLimits {
+pub fn batch_limits(cfg: &ServerConfig) -> Result<BatchLimits, ServeError> {
+    let provider = cfg.execution_provider.parse().map_err(|reason| ServeError::Config { reason })?;
+    Ok(BatchLimits {
         max_batch_rows: cfg.max_batch_size,
         max_queue_delay: Duration::from_micros(cfg.max_queue_delay_us),
         queue_jobs: cfg.queue_capacity,
         intra_op_threads: cfg.intra_op_threads,
-    }
+        provider,
+    })
 }
 
 /// Loads the latest version of every model under `models_dir` (the default model must be among them).
@@ -42,7 +46,7 @@ pub fn load_models(
     cfg: &ServerConfig,
     metrics: &Arc<metrics::Metrics>,
 ) -> Result<HashMap<String, Arc<LoadedModel>>, ServeError> {
-    let limits = batch_limits(cfg);
+    let limits = batch_limits(cfg)?;
     let mut names: Vec<String> = std::fs::read_dir(&cfg.models_dir)
         .map_err(|e| ServeError::Model {
             name: cfg.default_model.clone(),
@@ -77,7 +81,7 @@ pub fn load_models(
 pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfig) -> Result<(), ServeError> {
     let metrics = Arc::new(metrics::Metrics::new());
     let models = load_models(env, &cfg, &metrics)?;
-    let reloader = reload::Reloader { env, cfg: cfg.clone(), limits: batch_limits(&cfg), lock: Default::default() };
+    let reloader = reload::Reloader { env, cfg: cfg.clone(), limits: batch_limits(&cfg)?, lock: Default::default() };
     let state = Arc::new(AppState {
         models: ArcSwap::from_pointee(models),
         reloader,

@@ -34,6 +34,7 @@ pub struct BatchLimits {
     pub max_queue_delay: Duration,
     pub queue_jobs: usize,
     pub intra_op_threads: usize,
+    pub provider: crate::runtime::Provider,
 }
 
 /// How a request asks to be routed.
@@ -92,6 +93,7 @@ impl LoadedModel {
         let m = &artifact.manifest;
         let width = artifact.encoder.width();
         let mut tiers = Vec::new();
+        let mut used = crate::runtime::Provider::Cpu;
         for g in &m.graphs {
             let label = match (g.kind, g.index) {
                 (GraphKind::Ensemble, _) => "ensemble".to_string(),
@@ -99,8 +101,16 @@ impl LoadedModel {
                 (GraphKind::Student, None) => return Err(format!("{}: a student graph without an index", g.file)),
             };
             let path = dir.join(&g.file);
-            let session = GraphSession::load(env, &path, &m.inputs, &artifact.encoder, limits.intra_op_threads)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let (session, provider) = GraphSession::load_on(
+                env,
+                &path,
+                &m.inputs,
+                &artifact.encoder,
+                limits.intra_op_threads,
+                limits.provider,
+            )
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+            used = provider;
             let cfg = BatcherConfig {
                 max_batch_rows: limits.max_batch_rows,
                 max_queue_delay: limits.max_queue_delay,
@@ -116,7 +126,7 @@ impl LoadedModel {
             name: m.name.clone(),
             version: m.version.clone(),
             dir: dir.to_path_buf(),
-            execution_provider: "cpu".into(),
+            execution_provider: used.name().into(),
             artifact,
             tiers,
         })
