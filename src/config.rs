@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Latency budget of a request that names none (ms).
     pub default_budget_ms: f64,
+    /// Tiers to load and route between ("ensemble", "student:<k>"); empty = the ensemble and every student.
+    pub tiers: Vec<String>,
     /// A missing field encodes as its OOV id instead of a 422.
     pub missing_as_oov: bool,
     /// Bearer token for `POST /admin/reload`; empty disables the admin endpoints.
@@ -76,6 +78,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 2 << 20,
             request_timeout_ms: 2000,
             default_budget_ms: 10.0,
+            tiers: Vec::new(),
             missing_as_oov: false,
             admin_token: String::new(),
         }

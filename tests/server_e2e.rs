@@ -448,3 +448,20 @@ async fn cuda_without_a_gpu_falls_back_to_cpu_and_says_why() {
     let log = std::fs::read_to_string(server.log.path()).unwrap();
     assert!(log.contains("CUDA execution provider unavailable; using CPU"), "{log}");
 }
+
+/// `tiers` in the config limits what is loaded and routed to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_tier_list_limits_routing() {
+    let Some(f) = fixture() else { return };
+    let cfg = f.models.parent().unwrap().join("tiers.toml");
+    std::fs::write(&cfg, "tiers = [\"student:1\"]\n").unwrap();
+    let server = Server::start(&f.models, &["--config", cfg.to_str().unwrap()]);
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/score", server.base);
+    let (_, v) =
+        post(&client, &url, json!({"instances": &f.instances[..1], "latency_budget_ms": 1000}).to_string()).await;
+    assert_eq!(v["served_by"], "student:1", "{v}");
+    let (status, v) =
+        post(&client, &url, json!({"instances": &f.instances[..1], "tier": "ensemble"}).to_string()).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (422, Some("invalid_tier")), "{v}");
+}

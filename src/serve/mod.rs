@@ -37,6 +37,7 @@ pub fn batch_limits(cfg: &ServerConfig) -> Result<BatchLimits, ServeError> {
         queue_jobs: cfg.queue_capacity,
         intra_op_threads: cfg.intra_op_threads,
         provider,
+        tiers: cfg.tiers.clone(),
     })
 }
 

@@ -35,6 +35,8 @@ pub struct BatchLimits {
     pub queue_jobs: usize,
     pub intra_op_threads: usize,
     pub provider: crate::runtime::Provider,
+    /// Tier labels to load; empty = all.
+    pub tiers: Vec<String>,
 }
 
 /// How a request asks to be routed.
@@ -100,6 +102,9 @@ impl LoadedModel {
                 (GraphKind::Student, Some(k)) => format!("student:{k}"),
                 (GraphKind::Student, None) => return Err(format!("{}: a student graph without an index", g.file)),
             };
+            if !limits.tiers.is_empty() && !limits.tiers.contains(&label) {
+                continue;
+            }
             let path = dir.join(&g.file);
             let (session, provider) = GraphSession::load_on(
                 env,
@@ -120,6 +125,9 @@ impl LoadedModel {
             };
             let batcher = Batcher::spawn(session, Estimator::new(&g.latency), cfg, metrics.clone());
             tiers.push(Tier { label, file: g.file.clone(), valid_auc: g.valid.auc, batcher });
+        }
+        if tiers.is_empty() {
+            return Err(format!("none of the configured tiers {:?} is in this model", limits.tiers));
         }
         tiers.sort_by(|a, b| b.valid_auc.total_cmp(&a.valid_auc));
         Ok(Self {
