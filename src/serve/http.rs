@@ -420,6 +420,24 @@ struct V2Request {
     parameters: Map<String, Value>,
 }
 
+/// Serialised with f32 numbers, so probabilities print exactly as in v1 answers.
+#[derive(serde::Serialize)]
+struct V2Response {
+    model_name: String,
+    model_version: String,
+    id: Option<String>,
+    parameters: Value,
+    outputs: Vec<V2Output>,
+}
+
+#[derive(serde::Serialize)]
+struct V2Output {
+    name: &'static str,
+    datatype: &'static str,
+    shape: [usize; 2],
+    data: Vec<f32>,
+}
+
 #[derive(Deserialize)]
 struct V2Input {
     name: String,
@@ -444,14 +462,15 @@ async fn v2_infer(
         let tier = req.parameters.get("tier").and_then(Value::as_str).unwrap_or("auto").to_string();
         let n = instances.len();
         let out = run_scoring(&s, &name, instances, budget, &tier, started).await?;
+        let output = V2Output { name: "probability", datatype: "FP32", shape: [n, 1], data: out.probabilities };
         Ok::<_, ApiError>(
-            Json(json!({
-                "model_name": out.model,
-                "model_version": out.version,
-                "id": req.id,
-                "parameters": {"served_by": out.served_by, "server_time_us": out.server_time_us},
-                "outputs": [{"name": "probability", "datatype": "FP32", "shape": [n, 1], "data": out.probabilities}],
-            }))
+            Json(V2Response {
+                model_name: out.model,
+                model_version: out.version,
+                id: req.id,
+                parameters: json!({"served_by": out.served_by, "server_time_us": out.server_time_us}),
+                outputs: vec![output],
+            })
             .into_response(),
         )
     }
