@@ -87,7 +87,8 @@ fn assert_close_auc(ort: &[f32], tch: &[f32], labels: &[f32], what: &str, check_
         return;
     }
     let (a, b) = (auc(ort, labels).unwrap(), auc(tch, labels).unwrap());
-    assert!((a - b).abs() < 5e-7, "{what}: AUC {a:.7} (ORT) vs {b:.7} (tch)");
+    // "Equal to 6 decimals": the AUCs differ by less than 1e-6 (f32 noise of ~1e-7 reorders a few near-ties).
+    assert!((a - b).abs() < 1e-6, "{what}: AUC {a:.7} (ORT) vs {b:.7} (tch)");
     eprintln!("{what}: max |ORT − tch| = {worst:.2e}, AUC {a:.6}");
 }
 

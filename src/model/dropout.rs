@@ -1,19 +1,21 @@
 //! Inverted dropout with masks drawn by a fast seeded RNG on two threads. libtorch's CPU dropout draws its
 //! Bernoulli mask element by element from one Mersenne twister on one thread (15% of a KDEF training step
 //! in a profile); the distribution here is the same, Bernoulli(1 − p) per element scaled by 1/(1 − p).
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use tch::{Kind, Tensor};
 
-static SEED: AtomicU64 = AtomicU64::new(0x5EED);
-static CALLS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// (seed, masks drawn so far) of the training running on this thread: per thread, so concurrent
+    /// trainings in one process (tests) cannot interleave each other's mask streams.
+    static STATE: Cell<(u64, u64)> = const { Cell::new((0x5EED, 0)) };
+}
 
-/// Seeds every later mask (training calls this with the run's seed, so runs are reproducible).
+/// Seeds every later mask on this thread (training calls this with the run's seed: runs are reproducible).
 pub fn seed(seed: u64) {
-    SEED.store(seed, Ordering::SeqCst);
-    CALLS.store(0, Ordering::SeqCst);
+    STATE.set((seed, 0));
 }
 
 /// `x` with each element kept with probability 1 − p (scaled by 1/(1 − p)), or `x` itself when not training.
@@ -25,8 +27,8 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
         return x.zeros_like();
     }
     let n = x.numel();
-    let call = CALLS.fetch_add(1, Ordering::SeqCst);
-    let seed = SEED.load(Ordering::SeqCst);
+    let (seed, call) = STATE.get();
+    STATE.set((seed, call + 1));
     let keep = 1.0 - p;
     // Keep when a 32-bit uniform draw is below keep · 2³².
     let threshold = (keep * 4_294_967_296.0).min(4_294_967_295.0) as u32;
