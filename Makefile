@@ -18,9 +18,13 @@ test: setup
 	@$(ENV) && cargo test --release
 	@$(MAKE) --no-print-directory serving-binary
 
-## The serving-only binary (no libtorch), as the Docker image builds it; fails if libtorch is linked.
+## The serving-only binary (no libtorch), as the Docker image builds it, copied to target/serving/serve; fails
+## if libtorch is linked. The full binary is rebuilt afterwards so target/release/serve can still train.
 serving-binary: setup
-	@$(ENV) && cargo build --release --no-default-features --bin serve && scripts/check-serving-binary
+	@$(ENV) && cargo build --release --no-default-features --bin serve \
+	  && mkdir -p "$$CARGO_TARGET_DIR/serving" && cp "$$CARGO_TARGET_DIR/release/serve" "$$CARGO_TARGET_DIR/serving/serve" \
+	  && scripts/check-serving-binary "$$CARGO_TARGET_DIR/serving/serve" \
+	  && cargo build --release --bin serve
 
 build: setup
 	@$(ENV) && cargo build --release

@@ -465,3 +465,33 @@ async fn configured_tier_list_limits_routing() {
         post(&client, &url, json!({"instances": &f.instances[..1], "tier": "ensemble"}).to_string()).await;
     assert_eq!((status, v["error"]["code"].as_str()), (422, Some("invalid_tier")), "{v}");
 }
+
+/// SIGHUP reloads like the admin endpoint: a newer good version replaces the serving one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_newest_version() {
+    let Some(f) = fixture() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    copy_dir(&f.models.join("default/1"), &models.join("default/1"));
+    let server = Server::start(&models, &[]);
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/score", server.base);
+    let body = json!({"instances": &f.instances[..1]}).to_string();
+    assert_eq!(post(&client, &url, body.clone()).await.1["version"], "1");
+    copy_dir(&models.join("default/1"), &models.join("default/2"));
+    let mpath = models.join("default/2/manifest.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    m["version"] = json!("2");
+    std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+    assert!(Command::new("kill").args(["-HUP", &server.child.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, v) = post(&client, &url, body.clone()).await;
+        assert_eq!(status, 200, "{v}");
+        if v["version"] == "2" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still serving {} after SIGHUP", v["version"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
