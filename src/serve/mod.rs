@@ -48,17 +48,8 @@ pub fn load_models(
     metrics: &Arc<metrics::Metrics>,
 ) -> Result<HashMap<String, Arc<LoadedModel>>, ServeError> {
     let limits = batch_limits(cfg)?;
-    let mut names: Vec<String> = std::fs::read_dir(&cfg.models_dir)
-        .map_err(|e| ServeError::Model {
-            name: cfg.default_model.clone(),
-            reason: format!("{}: {e}", cfg.models_dir.display()),
-        })?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    names.sort();
+    let names =
+        reload::model_names(cfg).map_err(|reason| ServeError::Model { name: cfg.default_model.clone(), reason })?;
     if !names.contains(&cfg.default_model) {
         return Err(ServeError::Model {
             name: cfg.default_model.clone(),

@@ -100,7 +100,8 @@ fn failed(name: &str, serving: Option<&LoadedModel>, error: String) -> ReloadOut
     }
 }
 
-fn model_names(cfg: &ServerConfig) -> Result<Vec<String>, String> {
+/// Model names: the visible subdirectories of `models_dir`, sorted.
+pub fn model_names(cfg: &ServerConfig) -> Result<Vec<String>, String> {
     let mut names: Vec<String> = std::fs::read_dir(&cfg.models_dir)
         .map_err(|e| format!("{}: {e}", cfg.models_dir.display()))?
         .filter_map(|e| e.ok())
