@@ -88,7 +88,7 @@ impl Dataset {
         if !from_cache {
             build(spec, &dir, progress)?;
         }
-        load(spec, &dir, from_cache)
+        load(&dir, from_cache)
     }
 }
 
@@ -171,7 +171,7 @@ fn write_part(
     Ok(stats)
 }
 
-fn load(spec: &DatasetSpec, dir: &Path, from_cache: bool) -> Result<Dataset, DataError> {
+fn load(dir: &Path, from_cache: bool) -> Result<Dataset, DataError> {
     let meta_path = dir.join("meta.json");
     let bytes = std::fs::read(&meta_path).map_err(|e| DataError::io(&meta_path, e))?;
     let meta: Meta = serde_json::from_slice(&bytes)
@@ -184,7 +184,6 @@ fn load(spec: &DatasetSpec, dir: &Path, from_cache: bool) -> Result<Dataset, Dat
     }
     let [train, valid, test] = splits;
     let train = train.ok_or_else(|| DataError::Header { path: meta_path, reason: "no train split".into() })?;
-    let _ = spec;
     Ok(Dataset { encoder, train, valid, test, parts: meta.parts, dir: dir.to_path_buf(), from_cache })
 }
 

@@ -10,6 +10,8 @@ use super::spec::{DatasetSpec, FieldKind};
 pub struct VocabCounter {
     counts: Vec<FxHashMap<CompactString, u64>>,
     kinds: Vec<FieldKind>,
+    /// Per-row scratch: each numeric cell's bucket (None for blanks and non-numeric fields).
+    buckets: Vec<Option<i64>>,
 }
 
 impl VocabCounter {
@@ -17,37 +19,36 @@ impl VocabCounter {
         Self {
             counts: vec![FxHashMap::default(); spec.fields.len()],
             kinds: spec.fields.iter().map(|f| f.kind.clone()).collect(),
+            buckets: Vec::with_capacity(spec.fields.len()),
         }
     }
 
-    /// Counts one raw cell of field `i`; the same canonical tokens the encoder looks up.
-    #[inline]
-    pub fn add(&mut self, i: usize, raw: &str) -> Result<(), String> {
-        match &self.kinds[i] {
-            FieldKind::Categorical => bump(&mut self.counts[i], raw),
-            FieldKind::NumericBucket => match bucket_token(raw)? {
-                Some(b) => bump(&mut self.counts[i], itoa::Buffer::new().format(b)),
-                None => bump(&mut self.counts[i], ""),
-            },
-            FieldKind::Sequence { separator, max_len } => {
-                // Only tokens that survive truncation can ever be looked up.
-                for tok in split_tokens(raw, separator).take(*max_len) {
-                    bump(&mut self.counts[i], tok);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Validates every cell of a row before counting any, so a malformed row leaves no partial counts.
+    /// Counts one row's cells. Numeric cells are parsed once, all before anything is counted, so a
+    /// malformed row leaves no partial counts.
     pub fn add_row<'a>(&mut self, cells: impl Iterator<Item = &'a str> + Clone) -> Result<(), (usize, String)> {
+        self.buckets.clear();
         for (i, raw) in cells.clone().enumerate() {
-            if matches!(self.kinds[i], FieldKind::NumericBucket) {
-                bucket_token(raw).map_err(|e| (i, e))?;
-            }
+            let bucket = match self.kinds[i] {
+                FieldKind::NumericBucket => bucket_token(raw).map_err(|e| (i, e))?,
+                _ => None,
+            };
+            self.buckets.push(bucket);
         }
         for (i, raw) in cells.enumerate() {
-            self.add(i, raw).map_err(|e| (i, e))?;
+            let counts = &mut self.counts[i];
+            match &self.kinds[i] {
+                FieldKind::Categorical => bump(counts, raw),
+                FieldKind::NumericBucket => match self.buckets[i] {
+                    Some(b) => bump(counts, itoa::Buffer::new().format(b)),
+                    None => bump(counts, ""),
+                },
+                FieldKind::Sequence { separator, max_len } => {
+                    // Only tokens that survive truncation can ever be looked up.
+                    for tok in split_tokens(raw, separator).take(*max_len) {
+                        bump(counts, tok);
+                    }
+                }
+            }
         }
         Ok(())
     }
