@@ -2,7 +2,10 @@
 # ensemble-serve images. Targets: `cpu` (default), `cuda`, `train`.
 #   docker build -t ensemble-serve:cpu .
 #   docker build --target cuda -t ensemble-serve:cuda .
+#   docker build --target train -t ensemble-serve:train .
 # Native libraries come from PyPI wheels (onnxruntime, onnxruntime-gpu, torch), as in scripts/setup.
+# scripts/check-dockerfile lints this file and runs every RUN step on the host into a temporary root
+# (outputs go under ${DOCKER_ROOT:-}/, which is / in a real build), then serves from that root.
 
 ARG RUST_VERSION=1.95
 ARG ORT_VERSION=1.31.1
@@ -12,70 +15,75 @@ FROM rust:${RUST_VERSION}-slim-bookworm AS builder
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --no-default-features --bin serve \
- && cp target/release/serve /serve
+ && install -D -m 0755 "${CARGO_TARGET_DIR:-target}/release/serve" "${DOCKER_ROOT:-}/out/serve"
 
-# ---- fetch ONNX Runtime's shared library from the PyPI wheel ----
+# ---- ONNX Runtime's shared libraries from the PyPI wheels ----
 FROM python:3.11-slim-bookworm AS ort-cpu
 ARG ORT_VERSION
-RUN pip download --no-deps --only-binary=:all: "onnxruntime==${ORT_VERSION}" -d /wheels \
- && python -c "import glob,zipfile; z=zipfile.ZipFile(glob.glob('/wheels/onnxruntime-*.whl')[0]); open('/libonnxruntime.so','wb').write(z.read('onnxruntime/capi/libonnxruntime.so.${ORT_VERSION}'))"
+WORKDIR /src
+COPY scripts/docker/fetch-ort scripts/docker/fetch-ort
+RUN scripts/docker/fetch-ort onnxruntime "${ORT_VERSION}"
 
 FROM python:3.11-slim-bookworm AS ort-gpu
 ARG ORT_VERSION
-RUN pip download --no-deps --only-binary=:all: "onnxruntime-gpu==${ORT_VERSION}" -d /wheels \
- && mkdir /ort \
- && python -c "import glob,zipfile; z=zipfile.ZipFile(glob.glob('/wheels/onnxruntime_gpu-*.whl')[0]); [open('/ort/'+n.split('/')[-1],'wb').write(z.read(n)) for n in z.namelist() if n.startswith('onnxruntime/capi/libonnxruntime')]"
+WORKDIR /src
+COPY scripts/docker/fetch-ort scripts/docker/fetch-ort
+RUN scripts/docker/fetch-ort onnxruntime-gpu "${ORT_VERSION}"
 
-# ---- CPU runtime ----
+# ---- CPU runtime: no shell tools needed; `serve health` is the probe ----
 FROM debian:bookworm-slim AS cpu
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
- && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home /srv serve
-COPY --from=builder /serve /usr/local/bin/serve
-COPY --from=ort-cpu /libonnxruntime.so /opt/onnxruntime/libonnxruntime.so
-COPY --chown=serve:serve models /srv/models
-COPY config/server.toml /srv/config/server.toml
-WORKDIR /srv
-ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so \
-    SERVE_CONFIG=/srv/config/server.toml \
-    SERVE_BIND=0.0.0.0:8080 \
-    SERVE_MODELS_DIR=/srv/models
-USER serve
-VOLUME ["/srv/models"]
-EXPOSE 8080
-STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=10s --timeout=2s --retries=3 CMD ["curl", "-fsS", "http://127.0.0.1:8080/readyz"]
-ENTRYPOINT ["serve", "run"]
-
-# ---- CUDA runtime (CUDA 13 + cuDNN 9 for onnxruntime-gpu's CUDA execution provider) ----
-FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04 AS cuda
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
- && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home /srv serve
-COPY --from=builder /serve /usr/local/bin/serve
-COPY --from=ort-gpu /ort/ /opt/onnxruntime/
-COPY --chown=serve:serve models /srv/models
+COPY --from=builder /out/serve /usr/local/bin/serve
+COPY --from=ort-cpu /out/ort/ /opt/onnxruntime/
+COPY --chown=10001:10001 models /srv/models
 COPY config/server.toml /srv/config/server.toml
 WORKDIR /srv
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.1.31.1 \
     SERVE_CONFIG=/srv/config/server.toml \
     SERVE_BIND=0.0.0.0:8080 \
-    SERVE_MODELS_DIR=/srv/models
-USER serve
+    SERVE_MODELS_DIR=/srv/models \
+    SERVE_LOG_FORMAT=json
+USER 10001:10001
 VOLUME ["/srv/models"]
 EXPOSE 8080
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=10s --timeout=2s --retries=3 CMD ["curl", "-fsS", "http://127.0.0.1:8080/readyz"]
-ENTRYPOINT ["serve", "run"]
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 CMD ["serve", "health", "--url", "http://127.0.0.1:8080/readyz"]
+ENTRYPOINT ["serve"]
+CMD ["run"]
+
+# ---- CUDA runtime (CUDA 13 + cuDNN 9 for onnxruntime-gpu's CUDA execution provider) ----
+FROM nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04 AS cuda
+COPY --from=builder /out/serve /usr/local/bin/serve
+COPY --from=ort-gpu /out/ort/ /opt/onnxruntime/
+COPY --chown=10001:10001 models /srv/models
+COPY config/server.toml /srv/config/server.toml
+WORKDIR /srv
+ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.1.31.1 \
+    SERVE_CONFIG=/srv/config/server.toml \
+    SERVE_BIND=0.0.0.0:8080 \
+    SERVE_MODELS_DIR=/srv/models \
+    SERVE_EXECUTION_PROVIDER=cuda \
+    SERVE_LOG_FORMAT=json
+USER 10001:10001
+VOLUME ["/srv/models"]
+EXPOSE 8080
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 CMD ["serve", "health", "--url", "http://127.0.0.1:8080/readyz"]
+ENTRYPOINT ["serve"]
+CMD ["run"]
 
 # ---- training image: the full binary with libtorch (CPU) ----
 FROM rust:${RUST_VERSION}-slim-bookworm AS train
-RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-pip python3-venv unzip \
+# Debian bookworm's versions, pinned (scripts/setup needs Python with venv and pip, and unzip).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3-venv=3.11.2-1+b1 python3-pip=23.0.1+dfsg-1 unzip=6.0-28 \
+ && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN scripts/setup && . "$HOME/.cache/ensemble-serve/env.sh" && cargo build --release --locked --bin serve \
- && cp "$CARGO_TARGET_DIR/release/serve" /usr/local/bin/serve
+RUN scripts/setup \
+ && . "${XDG_CACHE_HOME:-$HOME/.cache}/ensemble-serve/env.sh" \
+ && cargo build --release --locked --bin serve \
+ && install -D -m 0755 "$CARGO_TARGET_DIR/release/serve" "${DOCKER_ROOT:-}/usr/local/bin/serve"
 ENTRYPOINT ["serve", "train"]
 
 # default target

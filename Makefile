@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CACHE := $(or $(ENSEMBLE_SERVE_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ensemble-serve)
 ENV := source $(CACHE)/env.sh
 
-.PHONY: setup serve test build serving-binary bench
+.PHONY: setup serve test docker-check build bench
 
 setup:
 	@scripts/setup
@@ -13,21 +13,18 @@ setup:
 serve: setup
 	@$(ENV) && cargo run --release --bin serve -- run
 
-## Set up, then run every test (real data from ../shared/data or $$CTR_DATA_DIR).
+## Set up, then run every test (real data from ../shared/data or $$CTR_DATA_DIR), then the Dockerfile check.
 test: setup
 	@$(ENV) && cargo test --release
-	@$(MAKE) --no-print-directory serving-binary
+	@$(MAKE) --no-print-directory docker-check
 
-## The serving-only binary (no libtorch), as the Docker image builds it, copied to target/serving/serve; fails
-## if libtorch is linked. The full binary is rebuilt afterwards so target/release/serve can still train.
-serving-binary: setup
-	@$(ENV) && cargo build --release --no-default-features --bin serve \
-	  && mkdir -p "$$CARGO_TARGET_DIR/serving" && cp "$$CARGO_TARGET_DIR/release/serve" "$$CARGO_TARGET_DIR/serving/serve" \
-	  && scripts/check-serving-binary "$$CARGO_TARGET_DIR/serving/serve" \
-	  && cargo build --release --bin serve
+## hadolint, then every Dockerfile RUN step on this machine into a temporary root (the serving-only binary is
+## built there, in its own target dir, and must link no libtorch); the cpu and cuda roots serve a real request.
+docker-check: setup
+	@$(ENV) && scripts/check-dockerfile
 
 build: setup
 	@$(ENV) && cargo build --release
 
 bench: setup
-	@$(ENV) && cargo bench
+	@$(ENV) && cargo bench --bench features --bench serving

@@ -34,6 +34,18 @@ pub enum Command {
     Export(ExportArgs),
     /// Evaluate a model artifact on a dataset split.
     Eval(EvalArgs),
+    /// Probe a server's readiness (exit 0 on HTTP 200): the container HEALTHCHECK, with no curl in the image.
+    Health(HealthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Address to probe (plain HTTP).
+    #[arg(long, env = "SERVE_HEALTH_URL", default_value = "http://127.0.0.1:8080/readyz")]
+    pub url: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 2)]
+    pub timeout_s: u64,
 }
 
 #[derive(Debug, Args, Default)]
@@ -59,6 +71,9 @@ pub struct RunArgs {
     /// ONNX Runtime intra-op threads per session (overrides `intra_op_threads`).
     #[arg(long, env = "SERVE_THREADS")]
     pub threads: Option<usize>,
+    /// "cpu" or "cuda" (overrides `execution_provider`).
+    #[arg(long, env = "SERVE_EXECUTION_PROVIDER")]
+    pub execution_provider: Option<String>,
 }
 
 #[derive(Debug, Args)]

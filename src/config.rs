@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub tiers: Vec<String>,
     /// A missing field encodes as its OOV id instead of a 422.
     pub missing_as_oov: bool,
+    /// Answer 429 at once when queued work puts every tier past a request's budget (the fastest tier would
+    /// fit when idle); otherwise such requests are served late by the fastest tier.
+    pub shed_on_overload: bool,
     /// Bearer token for `POST /admin/reload`; empty disables the admin endpoints.
     pub admin_token: String,
 }
@@ -71,7 +74,7 @@ impl Default for ServerConfig {
             execution_provider: "cpu".into(),
             log_format: "text".into(),
             max_batch_size: 256,
-            max_queue_delay_us: 200,
+            max_queue_delay_us: 0,
             queue_capacity: 1024,
             max_in_flight: 2048,
             max_instances: 1024,
@@ -80,6 +83,7 @@ impl Default for ServerConfig {
             default_budget_ms: 10.0,
             tiers: Vec::new(),
             missing_as_oov: false,
+            shed_on_overload: false,
             admin_token: String::new(),
         }
     }

@@ -13,6 +13,8 @@ pub mod metrics;
 pub mod model;
 pub mod onnx;
 pub mod paths;
+#[cfg(any(feature = "train", feature = "loadgen"))]
+pub mod plot;
 pub mod runtime;
 pub mod serve;
 #[cfg(feature = "train")]

@@ -38,6 +38,10 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Export(args) => run_export(&args.run_dir, &args.target),
         Command::Eval(_) => bail!("`serve eval` is not implemented yet; nothing was read"),
         Command::Data(cmd) => run_data(cmd),
+        Command::Health(args) => {
+            ensemble_serve::serve::probe::ready(&args.url, std::time::Duration::from_secs(args.timeout_s))
+                .map_err(anyhow::Error::msg)
+        }
     }
 }
 
@@ -59,6 +63,9 @@ fn run_server(args: cli::RunArgs) -> Result<()> {
     }
     if let Some(m) = args.default_model {
         cfg.default_model = m;
+    }
+    if let Some(p) = &args.execution_provider {
+        cfg.execution_provider = p.clone();
     }
     if let Some(t) = args.threads {
         cfg.intra_op_threads = t;

@@ -104,7 +104,7 @@ impl GraphSession {
             Provider::Cuda => {
                 let cuda = ort::ep::CUDA::default().build().error_on_failure();
                 let attempt = || -> Result<ort::session::Session, ort::Error> {
-                    Ok(builder()?.with_execution_providers([cuda])?.commit_from_file(path)?)
+                    builder()?.with_execution_providers([cuda])?.commit_from_file(path)
                 };
                 match attempt() {
                     Ok(s) => (s, Provider::Cuda),

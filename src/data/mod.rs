@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod encode;
 pub mod inspect;
+pub mod instances;
 pub mod raw;
 pub mod reader;
 pub mod synth;
@@ -24,6 +25,8 @@ pub enum DataError {
     Malformed { path: PathBuf, line: u64, reason: String },
     #[error("{path}: {reason}")]
     Header { path: PathBuf, reason: String },
+    #[error("dataset spec: {reason}")]
+    Spec { reason: String },
     #[error(transparent)]
     Feature(#[from] crate::features::FeatureError),
 }

@@ -1,6 +1,8 @@
 //! ECN (exponential cross network): `x ← x ⊙ (H + b) + x` with `H = [W x, (W x) ⊙ ReLU(LN(W x))]`, W mapping
 //! D → D/2, so each layer doubles the interaction order; dropout after each layer; a linear head.
-use tch::{nn, Tensor};
+//! As in the reference, `W x` passes a one-channel batch norm (one mean/variance over the whole batch × D/2
+//! block): without it `W x` of small embeddings stays near zero and the layer is a near-identity.
+use tch::{nn, nn::ModuleT, Tensor};
 
 use super::embedding::to_vec;
 use super::layers::{Dense, Head};
@@ -8,12 +10,38 @@ use super::{Student, StudentConfig};
 use crate::onnx::builder::{attr_float, attr_int};
 use crate::onnx::GraphBuilder;
 
-const LN_EPS: f64 = 1e-5;
+/// Layer-norm and batch-norm epsilon (PyTorch defaults).
+const NORM_EPS: f64 = 1e-5;
 
 struct CrossLayer {
     w: Tensor,
     b: Tensor,
+    bn: Option<nn::BatchNorm>,
     ln: nn::LayerNorm,
+}
+
+impl CrossLayer {
+    /// `W x`, through the scalar batch norm when configured: B × D → B × D/2.
+    fn project(&self, x: &Tensor, train: bool) -> Tensor {
+        let h = x.matmul(&self.w.tr());
+        match &self.bn {
+            Some(bn) => bn.forward_t(&h.unsqueeze(1), train).squeeze_dim(1),
+            None => h,
+        }
+    }
+
+    /// W and the shift c with `BN(W x) = (s·W) x + c` in eval mode, s = γ/√(σ²+ε), c = β − s·μ.
+    fn folded(&self) -> (Tensor, Option<Tensor>) {
+        let w = self.w.detach();
+        match &self.bn {
+            None => (w, None),
+            Some(bn) => {
+                let s = bn.ws.as_ref().expect("affine").detach() / (bn.running_var.detach() + NORM_EPS).sqrt();
+                let c = bn.bs.as_ref().expect("affine").detach() - bn.running_mean.detach() * &s;
+                (w * &s, Some(c.expand([self.w.size()[0]], false).contiguous()))
+            }
+        }
+    }
 }
 
 pub struct EcnStudent {
@@ -35,11 +63,14 @@ impl EcnStudent {
                 let p = &vs / "cross" / i;
                 CrossLayer {
                     w: p.var("w", &[width / 2, width], nn::Init::Randn { mean: 0.0, stdev: std }),
-                    b: p.var("b", &[width], nn::Init::Const(0.0)),
+                    b: p.var("b", &[width], nn::Init::Uniform { lo: 0.0, up: 1.0 }),
+                    bn: cfg.batch_norm.then(|| {
+                        nn::batch_norm1d(&p / "bn", 1, nn::BatchNormConfig { eps: NORM_EPS, ..Default::default() })
+                    }),
                     ln: nn::layer_norm(
                         &p / "ln",
                         vec![width / 2],
-                        nn::LayerNormConfig { eps: LN_EPS, ..Default::default() },
+                        nn::LayerNormConfig { eps: NORM_EPS, ..Default::default() },
                     ),
                 }
             })
@@ -55,7 +86,7 @@ impl Student for EcnStudent {
     fn hidden(&self, emb: &Tensor, train: bool) -> Tensor {
         let mut x = emb.flatten(1, -1);
         for l in &self.layers {
-            let h = x.matmul(&l.w.tr());
+            let h = l.project(&x, train);
             let g = &h * h.apply(&l.ln).relu();
             let big_h = Tensor::cat(&[h, g], 1);
             x = &x * (big_h + &l.b) + &x;
@@ -74,14 +105,19 @@ impl Student for EcnStudent {
     fn emit_hidden(&self, g: &mut GraphBuilder, emb: &str) -> String {
         let mut x = g.op("Flatten", &[emb], vec![attr_int("axis", 1)]);
         for l in &self.layers {
-            let wt = g.initializer_f32("ecn_wt", &[self.width, self.width / 2], &to_vec(&l.w.tr()));
-            let h = g.op("MatMul", &[&x, &wt], vec![]);
+            let (w, shift) = l.folded();
+            let wt = g.initializer_f32("ecn_wt", &[self.width, self.width / 2], &to_vec(&w.tr()));
+            let mut h = g.op("MatMul", &[&x, &wt], vec![]);
+            if let Some(c) = shift {
+                let c = g.initializer_f32("ecn_bn_shift", &[self.width / 2], &to_vec(&c));
+                h = g.op("Add", &[&h, &c], vec![]);
+            }
             let scale = g.initializer_f32("ln_scale", &[self.width / 2], &to_vec(l.ln.ws.as_ref().expect("affine")));
             let bias = g.initializer_f32("ln_bias", &[self.width / 2], &to_vec(l.ln.bs.as_ref().expect("affine")));
             let ln = g.op(
                 "LayerNormalization",
                 &[&h, &scale, &bias],
-                vec![attr_int("axis", -1), attr_float("epsilon", LN_EPS as f32)],
+                vec![attr_int("axis", -1), attr_float("epsilon", NORM_EPS as f32)],
             );
             let r = g.op("Relu", &[&ln], vec![]);
             let gg = g.op("Mul", &[&h, &r], vec![]);

@@ -1,6 +1,7 @@
-//! FINAL (FinalNet): a field gate (`2·σ` of a linear mix over fields) scales the embeddings, then FinalBlock
-//! layers: `z = BN(W x + b)` split into halves (h2, h1) → `[h2, h1 ⊙ h2]` → ReLU → dropout.
-use tch::{nn, Tensor};
+//! FINAL (FinalNet), as the KDEF reference builds it: a field gate appends gated copies of the embeddings
+//! (`[E, E ⊙ (Wᵀ E + b)]`, 2F fields, W = 0 and b = 1 at start), then FinalLinear blocks:
+//! `z = W x + b` split into halves (h2, h1) → `[h2, h1 ⊙ h2]` → batch norm → ReLU → dropout; a linear head.
+use tch::{nn, nn::ModuleT, Tensor};
 
 use super::embedding::to_vec;
 use super::layers::{linear, Dense, Head};
@@ -8,9 +9,54 @@ use super::{Student, StudentConfig};
 use crate::onnx::builder::{attr_int, attr_ints};
 use crate::onnx::GraphBuilder;
 
+/// PyTorch's batch-norm epsilon.
+const BN_EPS: f64 = 1e-5;
+
+struct FinalBlock {
+    linear: nn::Linear,
+    bn: Option<nn::BatchNorm>,
+}
+
+impl FinalBlock {
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let z = factorize(&x.apply(&self.linear));
+        match &self.bn {
+            Some(bn) => bn.forward_t(&z, train),
+            None => z,
+        }
+    }
+
+    /// Eval-mode batch norm as `x · s + c` (it follows a product, so it cannot fold into the linear layer).
+    fn bn_affine(bn: &nn::BatchNorm) -> (Tensor, Tensor) {
+        let s = bn.ws.as_ref().expect("affine").detach() / (bn.running_var.detach() + BN_EPS).sqrt();
+        let c = bn.bs.as_ref().expect("affine").detach() - bn.running_mean.detach() * &s;
+        (s, c)
+    }
+
+    fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
+        let (out, inp) = (self.linear.ws.size()[0], self.linear.ws.size()[1]);
+        let w = g.initializer_f32("final_w", &[out, inp], &to_vec(&self.linear.ws));
+        let b = g.initializer_f32("final_b", &[out], &to_vec(self.linear.bs.as_ref().expect("bias")));
+        let z = g.op("Gemm", &[x, &w, &b], vec![attr_int("transB", 1)]);
+        let split = g.initializer_i64("halves", &[2], &[out / 2, out / 2]);
+        let (h2, h1) = (g.fresh("h2"), g.fresh("h1"));
+        g.op_multi("Split", &[&z, &split], &[&h2, &h1], vec![attr_int("axis", 1)]);
+        let prod = g.op("Mul", &[&h1, &h2], vec![]);
+        let mut y = g.op("Concat", &[&h2, &prod], vec![attr_int("axis", 1)]);
+        if let Some(bn) = &self.bn {
+            let (s, c) = Self::bn_affine(bn);
+            let s = g.initializer_f32("final_bn_scale", &[out], &to_vec(&s));
+            let c = g.initializer_f32("final_bn_shift", &[out], &to_vec(&c));
+            let scaled = g.op("Mul", &[&y, &s], vec![]);
+            y = g.op("Add", &[&scaled, &c], vec![]);
+        }
+        g.op("Relu", &[&y], vec![])
+    }
+}
+
 pub struct FinalStudent {
     gate: nn::Linear,
-    layers: Vec<Dense>,
+    blocks: Vec<FinalBlock>,
     dropout: f64,
     head: Head,
     out_dim: i64,
@@ -21,15 +67,20 @@ impl FinalStudent {
         if let Some(odd) = cfg.hidden_units.iter().find(|&&h| h % 2 != 0) {
             return Err(format!("final: hidden units must be even (halves multiply), got {odd}"));
         }
-        let gate = linear(&vs / "gate", fields, fields);
-        let mut d = fields * dim;
-        let mut layers = Vec::new();
+        let gate_cfg =
+            nn::LinearConfig { ws_init: nn::Init::Const(0.0), bs_init: Some(nn::Init::Const(1.0)), bias: true };
+        let gate = nn::linear(&vs / "gate", fields, fields, gate_cfg);
+        let mut d = 2 * fields * dim;
+        let mut blocks = Vec::new();
+        let bn_cfg = nn::BatchNormConfig { eps: BN_EPS, ..Default::default() };
         for (i, &h) in cfg.hidden_units.iter().enumerate() {
-            layers.push(Dense::new(&vs / "block" / i, d, h, cfg.batch_norm, 0.0, false));
+            let p = &vs / "block" / i;
+            let bn = cfg.batch_norm.then(|| nn::batch_norm1d(&p / "bn", h, bn_cfg));
+            blocks.push(FinalBlock { linear: linear(&p / "linear", d, h), bn });
             d = h;
         }
         let head = Head::new(&vs / "head", d);
-        Ok(Self { gate, layers, dropout: cfg.dropout, head, out_dim: d })
+        Ok(Self { gate, blocks, dropout: cfg.dropout, head, out_dim: d })
     }
 }
 
@@ -45,10 +96,10 @@ impl Student for FinalStudent {
         "final"
     }
     fn hidden(&self, emb: &Tensor, train: bool) -> Tensor {
-        let gates = emb.transpose(1, 2).apply(&self.gate).transpose(1, 2).sigmoid() * 2.0;
-        let mut x = (emb * gates).flatten(1, -1);
-        for layer in &self.layers {
-            x = factorize(&layer.forward(&x, train)).relu();
+        let gates = emb.transpose(1, 2).apply(&self.gate).transpose(1, 2);
+        let mut x = Tensor::cat(&[emb.shallow_clone(), emb * gates], 1).flatten(1, -1);
+        for block in &self.blocks {
+            x = block.forward(&x, train).relu();
             if self.dropout > 0.0 {
                 x = super::dropout::dropout(&x, self.dropout, train);
             }
@@ -68,28 +119,18 @@ impl Student for FinalStudent {
         let t = g.op("Transpose", &[emb], vec![attr_ints("perm", &[0, 2, 1])]);
         let mixed = g.op("MatMul", &[&t, &wt], vec![]);
         let mixed = g.op("Add", &[&mixed, &b], vec![]);
-        let back = g.op("Transpose", &[&mixed], vec![attr_ints("perm", &[0, 2, 1])]);
-        let sig = g.op("Sigmoid", &[&back], vec![]);
-        let two = g.initializer_f32("two", &[], &[2.0]);
-        let gates = g.op("Mul", &[&sig, &two], vec![]);
+        let gates = g.op("Transpose", &[&mixed], vec![attr_ints("perm", &[0, 2, 1])]);
         let gated = g.op("Mul", &[emb, &gates], vec![]);
-        let mut x = g.op("Flatten", &[&gated], vec![attr_int("axis", 1)]);
-        for layer in &self.layers {
-            let z = layer.emit(g, &x);
-            let half = layer.linear.ws.size()[0] / 2;
-            let split = g.initializer_i64("halves", &[2], &[half, half]);
-            let h2 = g.fresh("h2");
-            let h1 = g.fresh("h1");
-            g.op_multi("Split", &[&z, &split], &[&h2, &h1], vec![attr_int("axis", 1)]);
-            let prod = g.op("Mul", &[&h1, &h2], vec![]);
-            let cat = g.op("Concat", &[&h2, &prod], vec![attr_int("axis", 1)]);
-            x = g.op("Relu", &[&cat], vec![]);
+        let both = g.op("Concat", &[emb, &gated], vec![attr_int("axis", 1)]);
+        let mut x = g.op("Flatten", &[&both], vec![attr_int("axis", 1)]);
+        for block in &self.blocks {
+            x = block.emit(g, &x);
         }
         x
     }
     fn linear_weights(&self) -> Vec<Tensor> {
         let mut w = vec![self.gate.ws.detach()];
-        w.extend(self.layers.iter().map(Dense::weight));
+        w.extend(self.blocks.iter().map(|b| b.linear.ws.detach()));
         w.push(self.head.0.weight());
         w
     }

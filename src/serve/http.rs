@@ -38,6 +38,7 @@ pub struct RequestLimits {
     pub default_budget_ms: f64,
     pub request_timeout: Duration,
     pub missing_as_oov: bool,
+    pub shed_on_overload: bool,
 }
 
 /// An error answer: status + `{"error": {"code", "message"}}`.
@@ -189,10 +190,7 @@ async fn score(s: Arc<AppState>, name: String, headers: HeaderMap, body: Result<
     let started = Instant::now();
     let result = async {
         let body = body.map_err(body_error)?;
-        let req: ScoreRequest = serde_json::from_slice(&body).map_err(json_error)?;
-        let budget = req.latency_budget_ms.or(header_budget(&headers)?);
-        let tier = req.tier.as_deref().unwrap_or("auto");
-        let out = run_scoring(&s, &name, req.instances, budget, tier, started).await?;
+        let out = score_body(&s, &name, header_budget(&headers)?, &body, started).await?;
         Ok::<_, ApiError>(Json(out).into_response())
     }
     .await;
@@ -200,6 +198,21 @@ async fn score(s: Arc<AppState>, name: String, headers: HeaderMap, body: Result<
         s.metrics.requests.with_label_values(&[&name, "none", e.status.as_str()]).inc();
         e.into_response()
     })
+}
+
+/// The whole scoring path below HTTP: JSON body → decode, encode, route, batch, run → the answer. Public so
+/// the floor benchmark can time the server's own overhead without a socket.
+pub async fn score_body(
+    s: &AppState,
+    name: &str,
+    header_budget_ms: Option<f64>,
+    body: &[u8],
+    started: Instant,
+) -> Result<ScoreResponse, ApiError> {
+    let req: ScoreRequest = serde_json::from_slice(body).map_err(json_error)?;
+    let budget = req.latency_budget_ms.or(header_budget_ms);
+    let tier = req.tier.as_deref().unwrap_or("auto");
+    run_scoring(s, name, req.instances, budget, tier, started).await
 }
 
 fn header_budget(headers: &HeaderMap) -> Result<Option<f64>, ApiError> {
@@ -267,19 +280,22 @@ async fn run_scoring(
     let ids = encode(&model, &instances, s.limits.missing_as_oov)?;
     let rows = instances.len();
     let route = model.route(&request, rows, budget_ms * 1000.0).map_err(|e| unprocessable("invalid_tier", e))?;
+    let idle_fit = route.tier.batcher.estimator.run_us(rows) <= budget_ms * 1000.0;
+    if s.limits.shed_on_overload && route.reason == "fallback" && idle_fit {
+        s.metrics.rejected.with_label_values(&[name, "budget_unattainable"]).inc();
+        let msg = format!(
+            "overloaded: no tier can answer within {budget_ms} ms now (fastest estimate {:.2} ms); retry later",
+            route.estimate_us / 1000.0
+        );
+        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "budget_unattainable", msg));
+    }
     let tier_label = route.tier.label.clone();
     s.metrics.routing.with_label_values(&[name, &tier_label, route.reason]).inc();
-    let rx = route.tier.batcher.submit(ids, rows).map_err(|e| {
-        s.metrics.rejected.with_label_values(&[name, "queue_full"]).inc();
-        let msg =
-            if e == SubmitError::QueueFull { "the batch queue is full; retry later" } else { "model is shutting down" };
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", msg)
-    })?;
-    let result = tokio::time::timeout(s.limits.request_timeout, rx)
-        .await
-        .map_err(|_| ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request timed out in the queue"))?
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", "the batcher stopped"))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "inference_failed", e))?;
+    let result = match route.tier.batcher.try_run_inline(&ids, rows) {
+        Some(r) => r,
+        None => queue_and_wait(s, name, &route.tier.batcher, ids, rows).await?,
+    }
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "inference_failed", e))?;
     let server_us = started.elapsed().as_secs_f64() * 1e6;
     let met = server_us <= budget_ms * 1000.0;
     let m = &s.metrics;
@@ -300,6 +316,26 @@ async fn run_scoring(
         budget_met: met,
         predicted_miss: route.reason == "fallback",
     })
+}
+
+/// Submits to the graph's batch queue (503 at once when full) and awaits the answer (504 after the timeout).
+async fn queue_and_wait(
+    s: &AppState,
+    name: &str,
+    batcher: &super::batcher::Batcher,
+    ids: Vec<u32>,
+    rows: usize,
+) -> Result<Result<super::batcher::JobResult, String>, ApiError> {
+    let rx = batcher.submit(ids, rows).map_err(|e| {
+        s.metrics.rejected.with_label_values(&[name, "queue_full"]).inc();
+        let msg =
+            if e == SubmitError::QueueFull { "the batch queue is full; retry later" } else { "model is shutting down" };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "queue_full", msg)
+    })?;
+    tokio::time::timeout(s.limits.request_timeout, rx)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", "the request timed out in the queue"))?
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stopped", "the batcher stopped"))
 }
 
 /// Raw instances → encoded rows through the model's encoder (the same functions as training).

@@ -116,6 +116,20 @@ impl Metrics {
         }
     }
 
+    /// Creates a model's series at zero (rejections, budget outcomes, queue depth per tier), so dashboards
+    /// and `rate()` see them before the first event instead of a missing series.
+    pub fn init_model(&self, model: &str, tiers: &[&str]) {
+        for reason in ["too_many_in_flight", "queue_full", "budget_unattainable"] {
+            self.rejected.with_label_values(&[model, reason]);
+        }
+        for tier in tiers {
+            for outcome in ["met", "missed"] {
+                self.budget.with_label_values(&[model, tier, outcome]);
+            }
+            self.queue_depth.with_label_values(&[model, tier]);
+        }
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

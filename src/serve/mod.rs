@@ -4,6 +4,7 @@ pub mod batcher;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod probe;
 pub mod reload;
 
 use std::collections::HashMap;
@@ -62,6 +63,7 @@ pub fn load_models(
         let dir = LoadedModel::latest_version(&cfg.models_dir, &name).map_err(err)?;
         let m = LoadedModel::load(env, &dir, &limits, metrics).map_err(err)?;
         metrics.model_info.with_label_values(&[&m.name, &m.version, &m.execution_provider]).set(1);
+        metrics.init_model(&m.name, &m.tiers.iter().map(|t| t.label.as_str()).collect::<Vec<_>>());
         let tiers: Vec<String> = m.tiers.iter().map(|t| format!("{} (AUC {:.4})", t.label, t.valid_auc)).collect();
         tracing::info!(model = %name, version = %m.version, provider = %m.execution_provider, tiers = %tiers.join(", "), "model loaded");
         models.insert(name, Arc::new(m));
@@ -69,12 +71,15 @@ pub fn load_models(
     Ok(models)
 }
 
-/// Serves until SIGINT/SIGTERM, then stops accepting, lets in-flight requests finish and returns.
-pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfig) -> Result<(), ServeError> {
+/// The shared state every handler sees: models loaded, batchers running, limits from `cfg`.
+pub fn build_state(
+    env: &'static ort::environment::Environment,
+    cfg: &ServerConfig,
+) -> Result<Arc<AppState>, ServeError> {
     let metrics = Arc::new(metrics::Metrics::new());
-    let models = load_models(env, &cfg, &metrics)?;
-    let reloader = reload::Reloader { env, cfg: cfg.clone(), limits: batch_limits(&cfg)?, lock: Default::default() };
-    let state = Arc::new(AppState {
+    let models = load_models(env, cfg, &metrics)?;
+    let reloader = reload::Reloader { env, cfg: cfg.clone(), limits: batch_limits(cfg)?, lock: Default::default() };
+    Ok(Arc::new(AppState {
         models: ArcSwap::from_pointee(models),
         reloader,
         admin_token: cfg.admin_token.clone(),
@@ -86,8 +91,14 @@ pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfi
             default_budget_ms: cfg.default_budget_ms,
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             missing_as_oov: cfg.missing_as_oov,
+            shed_on_overload: cfg.shed_on_overload,
         },
-    });
+    }))
+}
+
+/// Serves until SIGINT/SIGTERM, then stops accepting, lets in-flight requests finish and returns.
+pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfig) -> Result<(), ServeError> {
+    let state = build_state(env, &cfg)?;
     tokio::spawn(reload_on_sighup(state.clone()));
     let app = http::router(state, cfg.body_limit_bytes);
     let listener = tokio::net::TcpListener::bind(&cfg.bind)

@@ -102,7 +102,9 @@ impl LoadedModel {
                 (GraphKind::Student, Some(k)) => format!("student:{k}"),
                 (GraphKind::Student, None) => return Err(format!("{}: a student graph without an index", g.file)),
             };
-            if !limits.tiers.is_empty() && !limits.tiers.contains(&label) {
+            let best = g.kind == GraphKind::Student && g.index == Some(m.best_student);
+            let wanted = limits.tiers.contains(&label) || (best && limits.tiers.iter().any(|t| t == "student"));
+            if !limits.tiers.is_empty() && !wanted {
                 continue;
             }
             let path = dir.join(&g.file);

@@ -109,7 +109,7 @@ pub fn train(
             let out = ensemble.forward(&ids, true);
             let mut total = loss::loss(framework, &out, &y, loss_cfg);
             if cfg.embedding_l2 > 0.0 {
-                total = total + ensemble.l2(cfg.embedding_l2);
+                total += ensemble.l2(cfg.embedding_l2);
             }
             opt.backward_step(&total);
             let l = total.double_value(&[]);

@@ -1,0 +1,214 @@
+//! The open-loop engine. A pacing thread computes each request's scheduled send time from the arrival
+//! process and hands it to the async client without waiting for earlier answers; latency runs from the
+//! scheduled time, so a stalled server shows up in the numbers instead of slowing the sender
+//! (no coordinated omission).
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Exp};
+use serde::Deserialize;
+
+use crate::replay::Replay;
+use crate::scenario::{Arrival, BudgetShare, Policy};
+
+/// Status codes that are not HTTP: the request never got an answer.
+pub const TRANSPORT_ERROR: u16 = 0;
+pub const CLIENT_TIMEOUT: u16 = 1;
+/// The generator already had `max_outstanding` requests open; this one was not sent.
+pub const GENERATOR_OVERFLOW: u16 = 2;
+
+/// One request's outcome.
+#[derive(Debug, Clone, Copy)]
+pub struct Shot {
+    pub phase: u16,
+    /// Scheduled send time, ns since the run's start.
+    pub sched_ns: u64,
+    pub latency_us: u64,
+    pub status: u16,
+    /// Index into `Collected::tiers`; `u8::MAX` when no tier answered.
+    pub tier: u8,
+    pub budget_ms: f32,
+    /// Offset of this shot's scores in `Collected::scores`.
+    pub scores_at: u32,
+}
+
+#[derive(Default)]
+pub struct Collected {
+    pub shots: Vec<Shot>,
+    /// (row, served probability) of every answered instance.
+    pub scores: Vec<(u32, f32)>,
+    pub tiers: Vec<String>,
+}
+
+impl Collected {
+    fn tier_index(&mut self, label: &str) -> u8 {
+        if let Some(i) = self.tiers.iter().position(|t| t == label) {
+            return i as u8;
+        }
+        self.tiers.push(label.to_string());
+        (self.tiers.len() - 1) as u8
+    }
+}
+
+pub struct Load<'a> {
+    pub url: String,
+    pub replay: &'a Replay,
+    pub policy: Policy,
+    pub budgets: &'a [BudgetShare],
+    pub arrival: Arrival,
+    pub max_outstanding: usize,
+    pub timeout: Duration,
+    pub seed: u64,
+}
+
+/// One segment of a run: `rate` requests/s for `duration`.
+pub struct Segment {
+    pub phase: u16,
+    pub rate: f64,
+    pub duration: Duration,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    served_by: String,
+    probabilities: Vec<f32>,
+}
+
+/// Sends the segments back to back on one timeline and waits for every answer (or its timeout).
+/// `next_request` numbers requests across calls so replay continues through the split.
+pub fn run_segments(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    load: &Load,
+    segments: &[Segment],
+    next_request: &mut u64,
+    progress: &indicatif::ProgressBar,
+) -> Collected {
+    let collected = Arc::new(Mutex::new(Collected::default()));
+    let outstanding = Arc::new(AtomicUsize::new(0));
+    let mut rng = ChaCha8Rng::seed_from_u64(load.seed ^ *next_request);
+    let start = Instant::now();
+    let mut offset = 0.0f64;
+    for seg in segments {
+        let end = offset + seg.duration.as_secs_f64();
+        let gap = Exp::new(seg.rate.max(1e-9)).expect("positive rate");
+        offset += first_gap(load.arrival, seg.rate, &gap, &mut rng);
+        while offset < end {
+            let sched = start + Duration::from_secs_f64(offset);
+            sleep_until(sched);
+            let i = *next_request;
+            *next_request += 1;
+            let budget = draw_budget(load.budgets, &mut rng);
+            fire(rt, client, load, seg.phase, i, budget, sched, start, &collected, &outstanding);
+            progress.inc(1);
+            offset += match load.arrival {
+                Arrival::Poisson => gap.sample(&mut rng),
+                Arrival::Constant => 1.0 / seg.rate,
+            };
+        }
+        offset = end;
+    }
+    let deadline = Instant::now() + load.timeout + Duration::from_secs(1);
+    while outstanding.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut c = collected.lock().expect("collector");
+    std::mem::take(&mut *c)
+}
+
+fn first_gap(arrival: Arrival, rate: f64, gap: &Exp<f64>, rng: &mut ChaCha8Rng) -> f64 {
+    match arrival {
+        Arrival::Poisson => gap.sample(rng),
+        Arrival::Constant => 0.5 / rate,
+    }
+}
+
+fn draw_budget(mix: &[BudgetShare], rng: &mut ChaCha8Rng) -> f64 {
+    let mut u: f64 = rng.gen();
+    for b in mix {
+        if u < b.share {
+            return b.ms;
+        }
+        u -= b.share;
+    }
+    mix.last().map_or(10.0, |b| b.ms)
+}
+
+/// Precise sleep: the thread's timer slack is 1 ns (set in main), so this wakes within a few µs.
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fire(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    load: &Load,
+    phase: u16,
+    i: u64,
+    budget_ms: f64,
+    sched: Instant,
+    start: Instant,
+    collected: &Arc<Mutex<Collected>>,
+    outstanding: &Arc<AtomicUsize>,
+) {
+    let first_row = load.replay.first_row(i);
+    let n_rows = load.replay.rows.len() as u32;
+    let sched_ns = sched.duration_since(start).as_nanos() as u64;
+    let shot = Shot {
+        phase,
+        sched_ns,
+        latency_us: 0,
+        status: GENERATOR_OVERFLOW,
+        tier: u8::MAX,
+        budget_ms: budget_ms as f32,
+        scores_at: 0,
+    };
+    if outstanding.load(Ordering::SeqCst) >= load.max_outstanding {
+        collected.lock().expect("collector").shots.push(shot);
+        return;
+    }
+    outstanding.fetch_add(1, Ordering::SeqCst);
+    let body = load.replay.body(first_row, load.policy.tier(), budget_ms);
+    let req = client.post(&load.url).header("content-type", "application/json").body(body).timeout(load.timeout);
+    let (collected, outstanding) = (collected.clone(), outstanding.clone());
+    rt.spawn(async move {
+        let (status, answer) = send(req).await;
+        let latency_us = sched.elapsed().as_micros() as u64;
+        let mut c = collected.lock().expect("collector");
+        let mut shot = Shot { latency_us, status, ..shot };
+        if let Some(a) = answer {
+            shot.tier = c.tier_index(&a.served_by);
+            shot.scores_at = c.scores.len() as u32;
+            let rows = a.probabilities.iter().enumerate().map(|(j, &p)| ((first_row + j as u32) % n_rows, p));
+            c.scores.extend(rows);
+        }
+        c.shots.push(shot);
+        drop(c);
+        outstanding.fetch_sub(1, Ordering::SeqCst);
+    });
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, Option<Answer>) {
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => return (CLIENT_TIMEOUT, None),
+        Err(_) => return (TRANSPORT_ERROR, None),
+    };
+    let status = resp.status().as_u16();
+    match resp.bytes().await {
+        Ok(b) if status == 200 => match serde_json::from_slice::<Answer>(&b) {
+            Ok(a) => (200, Some(a)),
+            Err(_) => (TRANSPORT_ERROR, None),
+        },
+        Ok(_) => (status, None),
+        Err(e) if e.is_timeout() => (CLIENT_TIMEOUT, None),
+        Err(_) => (TRANSPORT_ERROR, None),
+    }
+}

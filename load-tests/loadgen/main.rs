@@ -1,0 +1,281 @@
+//! `loadgen`: open-loop load against the ensemble-serve HTTP server, replaying real rows of a dataset split.
+//! See load-tests/README.md for the scenarios and how to read the results.
+mod driver;
+mod plots;
+mod replay;
+mod report;
+mod scenario;
+mod server;
+mod stats;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use driver::{run_segments, Collected, Load, Segment};
+use ensemble_serve::artifact::Artifact;
+use ensemble_serve::serve::model::LoadedModel;
+use replay::Replay;
+use report::RunResults;
+use scenario::{Policy, Scenario};
+use stats::{summarise, timeline, PhaseInfo};
+
+#[derive(Parser)]
+#[command(name = "loadgen", about = "Open-loop load generator for ensemble-serve (loopback targets only)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a scenario file and writes results.json, summary.md and plots.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Scenario file (load-tests/scenarios/*.toml).
+    scenario: PathBuf,
+    /// An already running server (http://127.0.0.1:PORT); default: spawn `serve` on a free port.
+    #[arg(long)]
+    target: Option<String>,
+    /// The `serve` binary to spawn (default: the one beside this binary).
+    #[arg(long, env = "LOADGEN_SERVE_BIN")]
+    serve_bin: Option<PathBuf>,
+    /// Base config of the spawned server; the scenario's [server] keys override it.
+    #[arg(long, default_value = "config/server.toml")]
+    server_config: PathBuf,
+    /// Models directory (served by the spawned server; read for the offline AUC).
+    #[arg(long, default_value = "models")]
+    models_dir: PathBuf,
+    /// Model the requests go to.
+    #[arg(long, default_value = "default")]
+    model: String,
+    /// Root of the real data (dataset specs' relative paths).
+    #[arg(long, env = "CTR_DATA_DIR", default_value = "../shared/data")]
+    data_dir: PathBuf,
+    /// Requests/s that `rate_x = 1` means.
+    #[arg(long, env = "LOADGEN_CAPACITY")]
+    capacity: Option<f64>,
+    /// Multiplies every phase's duration (quick trials).
+    #[arg(long, default_value_t = 1.0)]
+    duration_scale: f64,
+    /// Output directory (default load-tests/results/<scenario name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// ONNX Runtime library for the offline scores (default as `serve`).
+    #[arg(long, env = "SERVE_ORT_LIB")]
+    ort_lib: Option<PathBuf>,
+    /// Client runtime threads (the server shares the machine).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Hide progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let Command::Run(args) = cli.command;
+    // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack: sleeps wake within µs.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64);
+    }
+    let mut sc = Scenario::load(&args.scenario).map_err(anyhow::Error::msg)?;
+    for p in &mut sc.phases {
+        p.duration_s *= args.duration_scale;
+    }
+    let rates = sc.rates(args.capacity).map_err(anyhow::Error::msg)?;
+    let replay =
+        Replay::load(&sc.dataset, &args.data_dir, &sc.split, sc.instances_per_request).map_err(anyhow::Error::msg)?;
+    let offline = offline_scores(&args, &replay)?;
+    let spawned = match &args.target {
+        Some(t) => {
+            server::check_loopback(t).map_err(anyhow::Error::msg)?;
+            None
+        }
+        None => Some(spawn(&args, &sc)?),
+    };
+    let base = spawned.as_ref().map_or_else(|| args.target.clone().unwrap_or_default(), |s| s.base.clone());
+    let rss = spawned.as_ref().map(|s| server::RssSampler::start(s.pid(), Duration::from_secs(1)));
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(usize::MAX).tcp_nodelay(true).build()?;
+    let url = format!("{base}/v1/models/{}/score", args.model);
+    let (phases, timelines) = drive(&args, &sc, &rates, &replay, &offline, &rt, &client, &url);
+    let rss_kib = rss.map(|r| r.finish()).unwrap_or_default();
+    if let Some(s) = spawned {
+        let status = s.stop().map_err(anyhow::Error::msg)?;
+        if !status.success() {
+            bail!("the server exited with {status} after the run");
+        }
+    }
+    let mut results = RunResults {
+        started_utc: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        machine: machine(),
+        target: base,
+        model: args.model.clone(),
+        capacity_rps: args.capacity,
+        phases,
+        timelines,
+        rss_kib,
+        verdicts: Default::default(),
+        scenario: sc,
+    };
+    results.judge();
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("load-tests/results").join(&results.scenario.name));
+    report::write(&results, &out).map_err(anyhow::Error::msg)?;
+    println!("{}", report::markdown(&results));
+    println!("results written to {}", out.display());
+    Ok(())
+}
+
+fn spawn(args: &RunArgs, sc: &Scenario) -> Result<server::Spawned> {
+    let serve_bin = match &args.serve_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?.with_file_name("serve"),
+    };
+    let log = std::env::temp_dir().join(format!("loadgen-{}-server.log", sc.name));
+    server::Spawned::start(server::SpawnOptions {
+        serve_bin: &serve_bin,
+        base_config: &args.server_config,
+        overrides: &sc.server,
+        models_dir: &args.models_dir,
+        log,
+    })
+    .map_err(anyhow::Error::msg)
+}
+
+/// The served model's ensemble scores for every replayed row, computed in this process.
+fn offline_scores(args: &RunArgs, replay: &Replay) -> Result<Vec<f32>> {
+    let dir = LoadedModel::latest_version(&args.models_dir, &args.model).map_err(anyhow::Error::msg)?;
+    let artifact = Artifact::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
+    let lib = ensemble_serve::runtime::resolve_library(args.ort_lib.as_deref());
+    let env = ensemble_serve::runtime::init(&lib)?;
+    replay.offline_scores(&artifact, env).map_err(anyhow::Error::msg)
+}
+
+type Timelines = BTreeMap<String, Vec<stats::Window>>;
+
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    args: &RunArgs,
+    sc: &Scenario,
+    rates: &[f64],
+    replay: &Replay,
+    offline: &[f32],
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    url: &str,
+) -> (Vec<stats::PhaseResult>, Timelines) {
+    let budgets = sc.budget_mix();
+    let (mut results, mut timelines) = (Vec::new(), BTreeMap::new());
+    let mut next_request = 0u64;
+    for &policy in &sc.policies {
+        let load = Load {
+            url: url.to_string(),
+            replay,
+            policy,
+            budgets: &budgets,
+            arrival: sc.arrival,
+            max_outstanding: sc.max_outstanding,
+            timeout: Duration::from_millis(sc.timeout_ms),
+            seed: sc.seed,
+        };
+        warm_up(rt, client, &load, &mut next_request);
+        let segments: Vec<Segment> = sc
+            .phases
+            .iter()
+            .zip(rates)
+            .enumerate()
+            .map(|(i, (p, &rate))| Segment { phase: i as u16, rate, duration: Duration::from_secs_f64(p.duration_s) })
+            .collect();
+        let summary = |c: &Collected, i: usize| {
+            let shots: Vec<_> = c.shots.iter().filter(|s| s.phase as usize == i).collect();
+            let p = &sc.phases[i];
+            let name = if p.name.is_empty() { format!("{:.0} rps", rates[i]) } else { p.name.clone() };
+            let info = PhaseInfo {
+                policy: policy.name(),
+                phase: &name,
+                offered_rps: rates[i],
+                duration_s: p.duration_s,
+                per_request: sc.instances_per_request,
+            };
+            summarise(info, &shots, c, &replay.labels, Some(offline))
+        };
+        if sc.continuous {
+            let bar = progress(args.quiet, policy, &segments);
+            let c = run_segments(rt, client, &load, &segments, &mut next_request, &bar);
+            bar.finish_and_clear();
+            results.extend((0..segments.len()).map(|i| summary(&c, i)));
+            timelines.insert(policy.name().to_string(), timeline(&c.shots, sc.window_ms));
+            continue;
+        }
+        for seg in &segments {
+            let bar = progress(args.quiet, policy, std::slice::from_ref(seg));
+            let c = run_segments(rt, client, &load, std::slice::from_ref(seg), &mut next_request, &bar);
+            bar.finish_and_clear();
+            let r = summary(&c, seg.phase as usize);
+            let stop = sc.stop.as_ref().is_some_and(|s| report::breaks(&r, s));
+            eprintln!(
+                "{} {:>8.0} rps: p99 {:?} ms, ok {}/{}",
+                policy.name(),
+                seg.rate,
+                r.latency.as_ref().map(|l| l.p99_ms),
+                r.answered_ok,
+                r.sent
+            );
+            results.push(r);
+            if stop {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    (results, timelines)
+}
+
+/// A second of light load before measuring: connections open, the server's estimators settle.
+fn warm_up(rt: &tokio::runtime::Runtime, client: &reqwest::Client, load: &Load, next: &mut u64) {
+    let seg = [Segment { phase: 0, rate: 200.0, duration: Duration::from_secs(1) }];
+    let warm = Load { url: load.url.clone(), policy: Policy::Ensemble, ..*load };
+    let _ = run_segments(rt, client, &warm, &seg, next, &indicatif::ProgressBar::hidden());
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+fn progress(quiet: bool, policy: Policy, segments: &[Segment]) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let total: f64 = segments.iter().map(|s| s.rate * s.duration.as_secs_f64()).sum();
+    let bar = indicatif::ProgressBar::new(total as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} requests, {elapsed} / ~{duration}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("{} @ {:.0} rps", policy.name(), segments[0].rate));
+    bar
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cpu}, {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()))
+}

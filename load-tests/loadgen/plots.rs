@@ -1,0 +1,140 @@
+//! PNG plots of a run: latency percentiles and served AUC against offered rate per policy, the p99 timeline
+//! of continuous scenarios, and the server's RSS.
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::report::RunResults;
+
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One line chart; `log_y` for latencies, whose tails span orders of magnitude.
+fn line_chart(path: &Path, title: &str, axes: (&str, &str), log_y: bool, series: &[Series]) -> Result<(), String> {
+    let pts = || series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.0.is_finite() && p.1.is_finite());
+    if pts().next().is_none() {
+        return Ok(());
+    }
+    let (x0, x1) = pts().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y0, y1) = pts().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let x1 = if x1 > x0 { x1 } else { x0 + 1.0 };
+    let root = BitMapBackend::new(path, (960, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut b = ChartBuilder::on(&root);
+    b.caption(title, ("sans-serif", 24)).margin(15).x_label_area_size(45).y_label_area_size(70);
+    let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    macro_rules! draw {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart.configure_mesh().x_desc(axes.0).y_desc(axes.1).draw().map_err(|e| e.to_string())?;
+            for (i, s) in series.iter().enumerate() {
+                let c = colors[i % colors.len()];
+                chart
+                    .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
+                    .map_err(|e| e.to_string())?
+                    .label(s.name.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                chart
+                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                    .map_err(|e| e.to_string())?;
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw()
+                .map_err(|e| e.to_string())?;
+        }};
+    }
+    if log_y {
+        let (lo, hi) = (y0.max(1e-3) / 1.5, y1.max(1e-3) * 1.5);
+        draw!(b.build_cartesian_2d(x0..x1, (lo..hi).log_scale()).map_err(|e| e.to_string())?);
+    } else {
+        let pad = ((y1 - y0) * 0.1).max(1e-4);
+        draw!(b.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad)).map_err(|e| e.to_string())?);
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Writes every plot that applies to `r` into `dir`; returns the file names written.
+pub fn write_all(r: &RunResults, dir: &Path) -> Result<Vec<String>, String> {
+    ensemble_serve::plot::register_font()?;
+    let mut written = Vec::new();
+    let policies: Vec<&str> = r.policies();
+    if !r.scenario.continuous && r.scenario.phases.len() > 1 {
+        let mut lat = Vec::new();
+        let mut auc = Vec::new();
+        for p in &policies {
+            let rows: Vec<_> = r.phases.iter().filter(|x| x.policy == *p).collect();
+            let pick = |f: fn(&crate::stats::Percentiles) -> f64| {
+                rows.iter().filter_map(|x| x.latency.as_ref().map(|l| (x.offered_rps, f(l)))).collect()
+            };
+            lat.push(Series { name: format!("{p} p50"), points: pick(|l| l.p50_ms) });
+            lat.push(Series { name: format!("{p} p99"), points: pick(|l| l.p99_ms) });
+            auc.push(Series {
+                name: format!("{p} served"),
+                points: rows.iter().filter_map(|x| x.served_auc.map(|a| (x.offered_rps, a))).collect(),
+            });
+        }
+        if let Some(first) = policies.first() {
+            let off = r
+                .phases
+                .iter()
+                .filter(|x| x.policy == *first)
+                .filter_map(|x| x.offline_auc.map(|a| (x.offered_rps, a)));
+            auc.push(Series { name: "ensemble offline".into(), points: off.collect() });
+        }
+        let name = &r.scenario.name;
+        line_chart(
+            &dir.join("latency_vs_rate.png"),
+            &format!("{name}: latency vs offered rate"),
+            ("offered requests/s", "latency (ms, log)"),
+            true,
+            &lat,
+        )?;
+        line_chart(
+            &dir.join("auc_vs_rate.png"),
+            &format!("{name}: served AUC vs offered rate"),
+            ("offered requests/s", "AUC"),
+            false,
+            &auc,
+        )?;
+        written.extend(["latency_vs_rate.png".to_string(), "auc_vs_rate.png".to_string()]);
+    }
+    if !r.timelines.is_empty() {
+        let series: Vec<Series> = r
+            .timelines
+            .iter()
+            .map(|(p, w)| Series {
+                name: format!("{p} p99"),
+                points: w.iter().filter_map(|w| w.p99_ms.map(|v| (w.t_s, v))).collect(),
+            })
+            .collect();
+        line_chart(
+            &dir.join("timeline.png"),
+            &format!("{}: p99 per {} ms window", r.scenario.name, r.scenario.window_ms),
+            ("seconds", "p99 latency (ms, log)"),
+            true,
+            &series,
+        )?;
+        written.push("timeline.png".into());
+    }
+    if r.rss_kib.len() > 1 {
+        let s = Series {
+            name: "server RSS".into(),
+            points: r.rss_kib.iter().map(|&(t, kb)| (t, kb as f64 / 1024.0)).collect(),
+        };
+        line_chart(
+            &dir.join("rss.png"),
+            &format!("{}: server resident memory", r.scenario.name),
+            ("seconds", "RSS (MiB)"),
+            false,
+            &[s],
+        )?;
+        written.push("rss.png".into());
+    }
+    Ok(written)
+}

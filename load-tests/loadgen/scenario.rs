@@ -1,0 +1,190 @@
+//! A load scenario, one TOML file in `load-tests/scenarios/`: what to replay, at which arrival rates, under
+//! which routing policies and budgets, and how the spawned server is configured.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Dataset spec whose split is replayed (relative to the working directory).
+    pub dataset: PathBuf,
+    #[serde(default = "default_split")]
+    pub split: String,
+    #[serde(default = "one")]
+    pub instances_per_request: usize,
+    #[serde(default)]
+    pub arrival: Arrival,
+    #[serde(default = "default_policies")]
+    pub policies: Vec<Policy>,
+    /// Budget mix: each request draws one by share; empty = every request 10 ms.
+    #[serde(default)]
+    pub budgets: Vec<BudgetShare>,
+    pub phases: Vec<Phase>,
+    /// Phases run back to back on one timeline (a spike); otherwise each runs alone, drained and paused.
+    #[serde(default)]
+    pub continuous: bool,
+    /// Ends a policy's run after the first phase that breaks it (a capacity sweep).
+    #[serde(default)]
+    pub stop: Option<StopRule>,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Width of the timeline windows (ms).
+    #[serde(default = "default_window")]
+    pub window_ms: u64,
+    /// Requests the generator keeps outstanding at most; beyond it a send counts as a generator overflow.
+    #[serde(default = "default_outstanding")]
+    pub max_outstanding: usize,
+    /// Client-side timeout per request (ms).
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Keys that override the spawned server's config (same names as config/server.toml).
+    #[serde(default)]
+    pub server: toml::Table,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Arrival {
+    #[default]
+    Poisson,
+    Constant,
+}
+
+/// How requests ask to be routed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// `tier` left to the server: budget routing.
+    Budget,
+    /// Always the full ensemble.
+    Ensemble,
+    /// Always the best student.
+    Student,
+}
+
+impl Policy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Budget => "budget",
+            Policy::Ensemble => "ensemble",
+            Policy::Student => "student",
+        }
+    }
+    /// The request's `tier` field, if any.
+    pub fn tier(self) -> Option<&'static str> {
+        match self {
+            Policy::Budget => None,
+            Policy::Ensemble => Some("ensemble"),
+            Policy::Student => Some("student"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetShare {
+    pub share: f64,
+    pub ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    #[serde(default)]
+    pub name: String,
+    /// Requests per second...
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// ...or a multiple of the capacity given on the command line.
+    #[serde(default)]
+    pub rate_x: Option<f64>,
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopRule {
+    /// Stop once a phase's p99 exceeds this (ms).
+    pub p99_ms: Option<f64>,
+    /// Stop once a phase's share of failed or rejected requests exceeds this.
+    pub error_share: Option<f64>,
+}
+
+fn default_split() -> String {
+    "test".into()
+}
+fn one() -> usize {
+    1
+}
+fn default_policies() -> Vec<Policy> {
+    vec![Policy::Budget]
+}
+fn default_seed() -> u64 {
+    7
+}
+fn default_window() -> u64 {
+    250
+}
+fn default_outstanding() -> usize {
+    20_000
+}
+fn default_timeout() -> u64 {
+    5_000
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let s: Scenario = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        s.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.phases.is_empty() || self.policies.is_empty() {
+            return Err("a scenario needs at least one phase and one policy".into());
+        }
+        if self.instances_per_request == 0 {
+            return Err("instances_per_request must be at least 1".into());
+        }
+        for (i, p) in self.phases.iter().enumerate() {
+            if p.rate.is_some() == p.rate_x.is_some() {
+                return Err(format!("phase {i}: give exactly one of rate and rate_x"));
+            }
+            if !p.duration_s.is_finite() || p.duration_s <= 0.0 {
+                return Err(format!("phase {i}: duration_s must be positive"));
+            }
+        }
+        let bad = |b: &BudgetShare| !b.share.is_finite() || b.share <= 0.0 || !b.ms.is_finite() || b.ms < 0.0;
+        if self.budgets.iter().any(bad) {
+            return Err("every budget needs share > 0 and ms >= 0".into());
+        }
+        Ok(())
+    }
+
+    /// Phase rates in requests/s, resolving `rate_x` against `capacity`.
+    pub fn rates(&self, capacity: Option<f64>) -> Result<Vec<f64>, String> {
+        self.phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match (p.rate, p.rate_x, capacity) {
+                (Some(r), _, _) => Ok(r),
+                (None, Some(x), Some(c)) => Ok(x * c),
+                _ => Err(format!("phase {i} uses rate_x: pass --capacity (requests/s)")),
+            })
+            .collect()
+    }
+
+    /// The budget mix with shares summing to 1.
+    pub fn budget_mix(&self) -> Vec<BudgetShare> {
+        if self.budgets.is_empty() {
+            return vec![BudgetShare { share: 1.0, ms: 10.0 }];
+        }
+        let total: f64 = self.budgets.iter().map(|b| b.share).sum();
+        self.budgets.iter().map(|b| BudgetShare { share: b.share / total, ms: b.ms }).collect()
+    }
+}

@@ -1,0 +1,151 @@
+//! The server under test: either spawned here (the real `serve` binary on a free loopback port, its config
+//! from config/server.toml plus the scenario's overrides) or an existing loopback address.
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A spawned server; stopped with SIGTERM on drop.
+pub struct Spawned {
+    child: Child,
+    pub base: String,
+    _config: tempfile::NamedTempFile,
+    pub log: PathBuf,
+}
+
+pub struct SpawnOptions<'a> {
+    pub serve_bin: &'a Path,
+    pub base_config: &'a Path,
+    pub overrides: &'a toml::Table,
+    pub models_dir: &'a Path,
+    pub log: PathBuf,
+}
+
+impl Spawned {
+    pub fn start(o: SpawnOptions) -> Result<Self, String> {
+        let mut table: toml::Table = match std::fs::read_to_string(o.base_config) {
+            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", o.base_config.display()))?,
+            Err(e) => return Err(format!("{}: {e}", o.base_config.display())),
+        };
+        table.extend(o.overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        table.insert("bind".into(), format!("127.0.0.1:{port}").into());
+        table.insert("models_dir".into(), o.models_dir.display().to_string().into());
+        let config = tempfile::Builder::new().suffix(".toml").tempfile().map_err(|e| e.to_string())?;
+        std::fs::write(config.path(), toml::to_string(&table).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(&o.log).map_err(|e| format!("{}: {e}", o.log.display()))?;
+        let child = Command::new(o.serve_bin)
+            .args(["run", "--config"])
+            .arg(config.path())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", o.serve_bin.display()))?;
+        let mut s = Self { child, base: format!("http://127.0.0.1:{port}"), _config: config, log: o.log };
+        s.wait_ready(Duration::from_secs(60))?;
+        Ok(s)
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        let url = format!("{}/readyz", self.base);
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("server exited ({status}) before ready; see {}", self.log.display()));
+            }
+            if ensemble_serve::serve::probe::ready(&url, Duration::from_secs(2)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("server not ready after {limit:?}; see {}", self.log.display()))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then waits for the drain; returns the exit status.
+    pub fn stop(mut self) -> Result<std::process::ExitStatus, String> {
+        terminate(self.child.id());
+        self.child.wait().map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            terminate(self.child.id());
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn terminate(pid: u32) {
+    // SAFETY: kill(2) on a child we spawned; no memory is touched.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+/// Only loopback targets: the generator must never load someone else's server.
+pub fn check_loopback(base: &str) -> Result<(), String> {
+    let url = host_port(base)?;
+    let host = url.trim_start_matches('[').split([']', ':']).next().unwrap_or("");
+    let ok = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("target {base} is not a loopback address (127.0.0.0/8, ::1 or localhost)"))
+    }
+}
+
+fn host_port(base: &str) -> Result<&str, String> {
+    base.strip_prefix("http://")
+        .map(|r| r.split('/').next().unwrap_or(r))
+        .ok_or_else(|| format!("target {base} must start with http://"))
+}
+
+/// Resident set size samples of a process: (seconds since start, KiB), every `every`.
+pub struct RssSampler {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<(f64, u64)>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32, every: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (s2, v2) = (stop.clone(), samples.clone());
+        let handle = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            while !s2.load(Ordering::Relaxed) {
+                if let Some(kb) = rss_kib(pid) {
+                    v2.lock().expect("rss lock").push((t0.elapsed().as_secs_f64(), kb));
+                }
+                std::thread::sleep(every);
+            }
+        });
+        Self { stop, samples, handle: Some(handle) }
+    }
+
+    pub fn finish(mut self) -> Vec<(f64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        std::mem::take(&mut *self.samples.lock().expect("rss lock"))
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

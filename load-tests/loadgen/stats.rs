@@ -1,0 +1,206 @@
+//! Outcomes → numbers: HdrHistogram percentiles of answered requests (from scheduled send time), rejections
+//! and their answer times, errors by status, tiers served, budgets met, served vs offline AUC, and a timeline
+//! of fixed windows (for spikes and soaks).
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::driver::{Collected, Shot, CLIENT_TIMEOUT, GENERATOR_OVERFLOW, TRANSPORT_ERROR};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseResult {
+    pub policy: String,
+    pub phase: String,
+    pub offered_rps: f64,
+    pub duration_s: f64,
+    pub sent: u64,
+    pub answered_ok: u64,
+    pub ok_rps: f64,
+    pub instances_per_s: f64,
+    /// Answered requests (HTTP 200), latency from the scheduled send time.
+    pub latency: Option<Percentiles>,
+    /// 429/503 answers: admission control said no.
+    pub rejected: u64,
+    pub rejected_latency: Option<Percentiles>,
+    /// Everything else that is not a 200, by status ("transport", "client_timeout", "generator_overflow").
+    pub errors: BTreeMap<String, u64>,
+    pub tiers: BTreeMap<String, u64>,
+    pub budget_met: u64,
+    pub budget_missed: u64,
+    pub budget_met_share: Option<f64>,
+    pub served_auc: Option<f64>,
+    pub offline_auc: Option<f64>,
+    pub served_auc_gap: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    pub t_s: f64,
+    pub sent: u64,
+    pub ok: u64,
+    pub rejected: u64,
+    pub errors: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub budget_met_share: Option<f64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
+}
+
+fn percentiles(h: &Histogram<u64>) -> Option<Percentiles> {
+    (!h.is_empty()).then(|| {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Percentiles {
+            p50_ms: ms(h.value_at_quantile(0.5)),
+            p90_ms: ms(h.value_at_quantile(0.9)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+            mean_ms: h.mean() / 1000.0,
+        }
+    })
+}
+
+pub fn is_rejection(status: u16) -> bool {
+    status == 429 || status == 503
+}
+
+fn error_name(status: u16) -> String {
+    match status {
+        TRANSPORT_ERROR => "transport".into(),
+        CLIENT_TIMEOUT => "client_timeout".into(),
+        GENERATOR_OVERFLOW => "generator_overflow".into(),
+        s => s.to_string(),
+    }
+}
+
+/// What a phase summary needs besides the shots.
+pub struct PhaseInfo<'a> {
+    pub policy: &'a str,
+    pub phase: &'a str,
+    pub offered_rps: f64,
+    pub duration_s: f64,
+    pub per_request: usize,
+}
+
+pub fn summarise(
+    info: PhaseInfo,
+    shots: &[&Shot],
+    c: &Collected,
+    labels: &[f32],
+    offline: Option<&[f32]>,
+) -> PhaseResult {
+    let (mut ok_h, mut rej_h) = (histogram(), histogram());
+    let (mut errors, mut tiers) = (BTreeMap::new(), BTreeMap::new());
+    let (mut met, mut missed, mut rejected) = (0, 0, 0);
+    let (mut served, mut off, mut ys) = (Vec::new(), Vec::new(), Vec::new());
+    for s in shots {
+        let lat = s.latency_us.max(1);
+        if s.status == 200 {
+            ok_h.saturating_record(lat);
+            *tiers.entry(c.tiers[s.tier as usize].clone()).or_insert(0u64) += 1;
+            if lat as f64 <= s.budget_ms as f64 * 1000.0 {
+                met += 1;
+            } else {
+                missed += 1;
+            }
+            for &(row, p) in &c.scores[s.scores_at as usize..s.scores_at as usize + info.per_request] {
+                served.push(p);
+                ys.push(labels[row as usize]);
+                if let Some(o) = offline {
+                    off.push(o[row as usize]);
+                }
+            }
+        } else if is_rejection(s.status) {
+            rejected += 1;
+            rej_h.saturating_record(lat);
+        } else {
+            *errors.entry(error_name(s.status)).or_insert(0u64) += 1;
+        }
+    }
+    let ok = ok_h.len();
+    let served_auc = ensemble_serve::metrics::auc(&served, &ys);
+    let offline_auc = offline.and_then(|_| ensemble_serve::metrics::auc(&off, &ys));
+    PhaseResult {
+        policy: info.policy.into(),
+        phase: info.phase.into(),
+        offered_rps: info.offered_rps,
+        duration_s: info.duration_s,
+        sent: shots.len() as u64,
+        answered_ok: ok,
+        ok_rps: ok as f64 / info.duration_s,
+        instances_per_s: (ok as usize * info.per_request) as f64 / info.duration_s,
+        latency: percentiles(&ok_h),
+        rejected,
+        rejected_latency: percentiles(&rej_h),
+        errors,
+        tiers,
+        budget_met: met,
+        budget_missed: missed,
+        budget_met_share: (met + missed > 0).then(|| met as f64 / (met + missed) as f64),
+        served_auc,
+        offline_auc,
+        served_auc_gap: served_auc.zip(offline_auc).map(|(a, b)| a - b),
+    }
+}
+
+/// Fixed windows over the scheduled send time of `shots`.
+pub fn timeline(shots: &[Shot], window_ms: u64) -> Vec<Window> {
+    let w_ns = window_ms.max(1) * 1_000_000;
+    let n = shots.iter().map(|s| s.sched_ns / w_ns + 1).max().unwrap_or(0) as usize;
+    let mut hs: Vec<Histogram<u64>> = (0..n).map(|_| histogram()).collect();
+    let mut rows = vec![(0u64, 0u64, 0u64, 0u64, 0u64); n];
+    for s in shots {
+        let i = (s.sched_ns / w_ns) as usize;
+        let r = &mut rows[i];
+        r.0 += 1;
+        if s.status == 200 {
+            r.1 += 1;
+            hs[i].saturating_record(s.latency_us.max(1));
+            if s.latency_us as f64 <= s.budget_ms as f64 * 1000.0 {
+                r.4 += 1;
+            }
+        } else if is_rejection(s.status) {
+            r.2 += 1;
+        } else {
+            r.3 += 1;
+        }
+    }
+    rows.iter()
+        .zip(&hs)
+        .enumerate()
+        .map(|(i, (r, h))| Window {
+            t_s: (i as u64 * w_ns) as f64 / 1e9,
+            sent: r.0,
+            ok: r.1,
+            rejected: r.2,
+            errors: r.3,
+            p50_ms: percentiles(h).map(|p| p.p50_ms),
+            p99_ms: percentiles(h).map(|p| p.p99_ms),
+            budget_met_share: (r.1 > 0).then(|| r.4 as f64 / r.1 as f64),
+        })
+        .collect()
+}
+
+/// Seconds after `after_s` until the first run of `settle` consecutive windows whose p99 is within
+/// `limit_ms` begins (None: no such run before `until_s`).
+pub fn recovery_s(windows: &[Window], after_s: f64, until_s: f64, limit_ms: f64, settle: usize) -> Option<f64> {
+    let later: Vec<&Window> = windows.iter().filter(|w| w.t_s >= after_s - 1e-9 && w.t_s < until_s).collect();
+    let ok: Vec<bool> = later.iter().map(|w| w.p99_ms.is_some_and(|p| p <= limit_ms)).collect();
+    (0..later.len())
+        .find(|&i| i + settle <= ok.len() && ok[i..i + settle].iter().all(|&b| b))
+        .map(|i| later[i].t_s - after_s)
+}

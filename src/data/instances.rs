@@ -1,0 +1,42 @@
+//! A split's rows as the JSON instances a client would send (raw values keyed by field name), with their
+//! labels: what the load generator replays and the serving benchmarks score.
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{DataError, RowReader};
+use crate::features::DatasetSpec;
+
+/// Raw rows of one split as JSON objects, and their labels.
+pub struct Instances {
+    pub objects: Vec<Map<String, Value>>,
+    pub labels: Vec<f32>,
+}
+
+/// The file of `split` ("train", "valid" or "test"); a spec that splits one file at encode time has none.
+pub fn split_file(spec: &DatasetSpec, split: &str) -> Result<PathBuf, String> {
+    let file = match split {
+        "train" => Some(&spec.files.train),
+        "valid" => spec.files.valid.as_ref(),
+        "test" => spec.files.test.as_ref(),
+        other => return Err(format!("unknown split '{other}' (train, valid or test)")),
+    };
+    file.cloned().ok_or_else(|| format!("dataset '{}' has no separate {split} file", spec.name))
+}
+
+/// Reads at most `limit` rows of `split`; every cell stays the string the file holds.
+pub fn read_instances(spec: &DatasetSpec, split: &str, limit: Option<usize>) -> Result<Instances, DataError> {
+    let path = split_file(spec, split).map_err(|reason| DataError::Spec { reason })?;
+    let mut reader = RowReader::open(spec, &path, Arc::default())?;
+    let names: Vec<&str> = spec.fields.iter().map(|f| f.name.as_str()).collect();
+    let (mut objects, mut labels) = (Vec::new(), Vec::new());
+    while let Some(row) = reader.next_row()? {
+        if limit.is_some_and(|n| objects.len() >= n) {
+            break;
+        }
+        objects.push(names.iter().zip(row.cells()).map(|(k, v)| (k.to_string(), Value::from(v))).collect());
+        labels.push(row.label);
+    }
+    Ok(Instances { objects, labels })
+}
