@@ -1,6 +1,7 @@
 //! Deployment files against the real server: every metric the Grafana dashboard queries is exported by a
-//! live `serve` on the shipped model, and every Kubernetes manifest passes kubernetes-validate --strict
-//! (ServiceMonitor, a CRD without a bundled schema, is checked against the Service it selects).
+//! live `serve` on the shipped model, every Kubernetes manifest passes kubernetes-validate --strict, and the
+//! ServiceMonitor (a CRD kubernetes-validate has no schema for) passes the Prometheus operator's CRD schema
+//! (npm @kubernetes-models/prometheus-operator) and selects the Service.
 mod common;
 
 use std::collections::BTreeSet;
@@ -123,4 +124,28 @@ print("servicemonitor ok")
 "#;
     let out = Command::new(venv_bin("python")).args(["-c", check]).arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Validates a ServiceMonitor document with the operator's CRD schema (ajv, run by node in the setup cache).
+fn crd_check(doc: &str) -> std::process::Output {
+    let script = r#"
+import * as yaml from "js-yaml";
+import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor";
+new ServiceMonitor(yaml.load(process.argv[1])).validate();
+console.log("ServiceMonitor valid");
+"#;
+    let cwd = ensemble_serve::paths::cache_dir().join("node-validators");
+    assert!(cwd.join("node_modules").is_dir(), "{} missing: run scripts/setup", cwd.display());
+    Command::new("node").current_dir(cwd).args(["--input-type=module", "-e", script, doc]).output().unwrap()
+}
+
+#[test]
+fn service_monitor_passes_its_crd_schema() {
+    let doc = std::fs::read_to_string(root().join("deploy/kubernetes/servicemonitor.yaml")).unwrap();
+    let out = crd_check(&doc);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // The schema check can fail: a numeric port is not a port name.
+    let broken = doc.replace("- port: http", "- port: 8080");
+    assert_ne!(broken, doc);
+    assert!(!crd_check(&broken).status.success(), "a ServiceMonitor with a numeric port passed the schema");
 }

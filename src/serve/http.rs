@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use super::batcher::SubmitError;
@@ -50,7 +50,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into() }
     }
 }
@@ -73,10 +73,10 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/admin/reload", post(admin_reload))
         .route("/v2/health/live", get(|| async { Json(json!({"live": true})) }))
         .route("/v2/health/ready", get(ready_v2))
-        .route("/v2/models/{name}", get(v2_metadata))
-        .route("/v2/models/{name}/ready", get(v2_model_ready))
-        .route("/v2/models/{name}/config", get(v2_config))
-        .route("/v2/models/{name}/infer", post(v2_infer))
+        .route("/v2/models/{name}", get(super::v2::v2_metadata))
+        .route("/v2/models/{name}/ready", get(super::v2::v2_model_ready))
+        .route("/v2/models/{name}/config", get(super::v2::v2_config))
+        .route("/v2/models/{name}/infer", post(super::v2::v2_infer))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
@@ -215,7 +215,7 @@ pub async fn score_body(
     run_scoring(s, name, req.instances, budget, tier, started).await
 }
 
-fn header_budget(headers: &HeaderMap) -> Result<Option<f64>, ApiError> {
+pub(super) fn header_budget(headers: &HeaderMap) -> Result<Option<f64>, ApiError> {
     let Some(v) = headers.get("x-latency-budget-ms") else {
         return Ok(None);
     };
@@ -229,7 +229,7 @@ fn header_budget(headers: &HeaderMap) -> Result<Option<f64>, ApiError> {
     })
 }
 
-fn body_error(e: BytesRejection) -> ApiError {
+pub(super) fn body_error(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", e.body_text())
     } else {
@@ -237,7 +237,7 @@ fn body_error(e: BytesRejection) -> ApiError {
     }
 }
 
-fn json_error(e: serde_json::Error) -> ApiError {
+pub(super) fn json_error(e: serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     match e.classify() {
         Category::Data => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()),
@@ -246,7 +246,7 @@ fn json_error(e: serde_json::Error) -> ApiError {
 }
 
 /// Validates, encodes, routes, queues and awaits one scoring request.
-async fn run_scoring(
+pub(super) async fn run_scoring(
     s: &AppState,
     name: &str,
     instances: Vec<Value>,
@@ -391,148 +391,4 @@ async fn ready(State(s): State<Arc<AppState>>) -> Response {
 async fn ready_v2(State(s): State<Arc<AppState>>) -> Response {
     let ok = !s.models.load().is_empty();
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(json!({"ready": ok}))).into_response()
-}
-
-fn model_or_404(s: &AppState, name: &str) -> Result<Arc<LoadedModel>, ApiError> {
-    s.models
-        .load()
-        .get(name)
-        .cloned()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_model", format!("model '{name}' is not loaded")))
-}
-
-async fn v2_metadata(State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    let m = model_or_404(&s, &name)?;
-    let inputs: Vec<Value> = m
-        .artifact
-        .encoder
-        .fields
-        .iter()
-        .map(|f| json!({"name": f.spec.name, "datatype": "BYTES", "shape": [-1]}))
-        .collect();
-    Ok(Json(json!({
-        "name": m.name,
-        "versions": [m.version],
-        "platform": "ensemble-serve_onnxruntime",
-        "inputs": inputs,
-        "outputs": [{"name": "probability", "datatype": "FP32", "shape": [-1, 1]}],
-    })))
-}
-
-async fn v2_model_ready(State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    model_or_404(&s, &name).map(|m| Json(json!({"name": m.name, "ready": true})))
-}
-
-async fn v2_config(State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    let m = model_or_404(&s, &name)?;
-    let b = &m.tiers[0].batcher;
-    let input: Vec<Value> = m
-        .artifact
-        .encoder
-        .fields
-        .iter()
-        .map(|f| json!({"name": f.spec.name, "data_type": "TYPE_STRING", "dims": [1]}))
-        .collect();
-    Ok(Json(json!({
-        "name": m.name,
-        "platform": "onnxruntime_onnx",
-        "backend": "onnxruntime",
-        "version_policy": {"latest": {"num_versions": 1}},
-        "max_batch_size": b.max_batch_rows,
-        "input": input,
-        "output": [{"name": "probability", "data_type": "TYPE_FP32", "dims": [1]}],
-        "dynamic_batching": {"max_queue_delay_microseconds": b.max_queue_delay.as_micros() as u64},
-        "instance_group": [{"count": 1, "kind": if m.execution_provider == "cuda" { "KIND_GPU" } else { "KIND_CPU" }}],
-        "parameters": {"tiers": {"string_value": m.tiers.iter().map(|t| t.label.clone()).collect::<Vec<_>>().join(",")}},
-    })))
-}
-
-#[derive(Deserialize)]
-struct V2Request {
-    #[serde(default)]
-    id: Option<String>,
-    inputs: Vec<V2Input>,
-    #[serde(default)]
-    parameters: Map<String, Value>,
-}
-
-/// Serialised with f32 numbers, so probabilities print exactly as in v1 answers.
-#[derive(serde::Serialize)]
-struct V2Response {
-    model_name: String,
-    model_version: String,
-    id: Option<String>,
-    parameters: Value,
-    outputs: Vec<V2Output>,
-}
-
-#[derive(serde::Serialize)]
-struct V2Output {
-    name: &'static str,
-    datatype: &'static str,
-    shape: [usize; 2],
-    data: Vec<f32>,
-}
-
-#[derive(Deserialize)]
-struct V2Input {
-    name: String,
-    shape: Vec<i64>,
-    datatype: String,
-    data: Vec<Value>,
-}
-
-/// Open Inference Protocol: one input tensor per field (BYTES, or numbers), `probability` FP32 [N, 1] out.
-async fn v2_infer(
-    State(s): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let started = Instant::now();
-    let result = async {
-        let body = body.map_err(body_error)?;
-        let req: V2Request = serde_json::from_slice(&body).map_err(json_error)?;
-        let instances = v2_instances(&req.inputs)?;
-        let budget = req.parameters.get("latency_budget_ms").and_then(Value::as_f64).or(header_budget(&headers)?);
-        let tier = req.parameters.get("tier").and_then(Value::as_str).unwrap_or("auto").to_string();
-        let n = instances.len();
-        let out = run_scoring(&s, &name, instances, budget, &tier, started).await?;
-        let output = V2Output { name: "probability", datatype: "FP32", shape: [n, 1], data: out.probabilities };
-        Ok::<_, ApiError>(
-            Json(V2Response {
-                model_name: out.model,
-                model_version: out.version,
-                id: req.id,
-                parameters: json!({"served_by": out.served_by, "server_time_us": out.server_time_us}),
-                outputs: vec![output],
-            })
-            .into_response(),
-        )
-    }
-    .await;
-    result.unwrap_or_else(|e| e.into_response())
-}
-
-fn v2_instances(inputs: &[V2Input]) -> Result<Vec<Value>, ApiError> {
-    let bad = |msg: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", msg);
-    let n = inputs.first().map_or(0, |i| i.data.len());
-    let mut rows = vec![Map::new(); n];
-    for input in inputs {
-        if !matches!(input.datatype.as_str(), "BYTES" | "INT64" | "INT32" | "FP32" | "FP64") {
-            return Err(bad(format!("input '{}': datatype {} (BYTES or a number type)", input.name, input.datatype)));
-        }
-        if input.data.len() != n || input.shape.first().is_some_and(|&d| d != n as i64) {
-            return Err(bad(format!(
-                "input '{}': {} values, shape {:?}; every input needs {n}",
-                input.name,
-                input.data.len(),
-                input.shape
-            )));
-        }
-        for (row, v) in rows.iter_mut().zip(&input.data) {
-            row.insert(input.name.clone(), v.clone());
-        }
-    }
-    Ok(rows.into_iter().map(Value::Object).collect())
 }

@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod model;
 pub mod probe;
 pub mod reload;
+pub mod v2;
 
 use std::collections::HashMap;
 use std::sync::Arc;
