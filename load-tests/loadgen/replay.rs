@@ -8,8 +8,10 @@ use ensemble_serve::features::DatasetSpec;
 use ensemble_serve::runtime::GraphSession;
 
 pub struct Replay {
-    /// One serialised JSON object per row.
+    /// One serialised JSON object per row (request bodies are spliced from these).
     pub rows: Vec<String>,
+    /// The same rows as objects, for the offline encoding.
+    objects: Vec<serde_json::Map<String, serde_json::Value>>,
     pub labels: Vec<f32>,
     pub per_request: usize,
 }
@@ -22,7 +24,7 @@ impl Replay {
             return Err(format!("{}: the {split} split has no rows", spec_path.display()));
         }
         let rows = inst.objects.iter().map(|o| serde_json::to_string(o).expect("JSON object")).collect();
-        Ok(Self { rows, labels: inst.labels, per_request })
+        Ok(Self { rows, objects: inst.objects, labels: inst.labels, per_request })
     }
 
     /// First row of request `i`; its rows are `first .. first + per_request` modulo the split.
@@ -63,11 +65,10 @@ impl Replay {
             .map_err(|e| e.to_string())?;
         let width = enc.width();
         let mut scores = Vec::with_capacity(self.rows.len());
-        for chunk in self.rows.chunks(1024) {
+        for chunk in self.objects.chunks(1024) {
             let mut ids = vec![0u32; chunk.len() * width];
-            for (i, row) in chunk.iter().enumerate() {
-                let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(row).expect("own JSON");
-                enc.encode_json_object(&obj, false, &mut ids[i * width..(i + 1) * width])
+            for (i, obj) in chunk.iter().enumerate() {
+                enc.encode_json_object(obj, false, &mut ids[i * width..(i + 1) * width])
                     .map_err(|e| format!("row {}: {e}", scores.len() + i))?;
             }
             let (p, _) = session.run(&ids, width, "probability").map_err(|e| e.to_string())?;

@@ -182,14 +182,15 @@ pub fn timeline(shots: &[Shot], window_ms: u64) -> Vec<Window> {
     rows.iter()
         .zip(&hs)
         .enumerate()
-        .map(|(i, (r, h))| Window {
+        .map(|(i, (r, h))| (i, r, percentiles(h)))
+        .map(|(i, r, p)| Window {
             t_s: (i as u64 * w_ns) as f64 / 1e9,
             sent: r.0,
             ok: r.1,
             rejected: r.2,
             errors: r.3,
-            p50_ms: percentiles(h).map(|p| p.p50_ms),
-            p99_ms: percentiles(h).map(|p| p.p99_ms),
+            p50_ms: p.as_ref().map(|p| p.p50_ms),
+            p99_ms: p.as_ref().map(|p| p.p99_ms),
             budget_met_share: (r.1 > 0).then(|| r.4 as f64 / r.1 as f64),
         })
         .collect()

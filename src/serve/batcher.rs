@@ -152,8 +152,7 @@ impl Batcher {
         drop(session);
         self.estimator.observe(rows, run_us);
         let labels = [self.labels[0].as_str(), self.labels[1].as_str()];
-        self.metrics.inference_us.with_label_values(&labels).observe(run_us);
-        self.metrics.batch_size.with_label_values(&labels).observe(rows as f64);
+        self.metrics.batch_ran(&labels, rows, run_us);
         self.metrics.queue_us.with_label_values(&labels).observe(0.0);
         Some(
             result
@@ -269,8 +268,7 @@ impl Worker {
             let run_us = start.elapsed().as_secs_f64() * 1e6;
             self.running_rows.store(0, Ordering::SeqCst);
             self.estimator.observe(rows, run_us);
-            metrics.inference_us.with_label_values(&labels).observe(run_us);
-            metrics.batch_size.with_label_values(&labels).observe(rows as f64);
+            metrics.batch_ran(&labels, rows, run_us);
             match result {
                 Ok((probs, _)) => {
                     let mut offset = 0;

@@ -116,9 +116,21 @@ impl Metrics {
         }
     }
 
+    /// One executed batch of `rows` rows that ran for `run_us` on the graph `labels` (model, tier).
+    pub fn batch_ran(&self, labels: &[&str], rows: usize, run_us: f64) {
+        self.inference_us.with_label_values(labels).observe(run_us);
+        self.batch_size.with_label_values(labels).observe(rows as f64);
+    }
+
+    /// A model version now serving: its info gauge, and its series created at zero.
+    pub fn model_loaded(&self, model: &str, version: &str, provider: &str, tiers: &[&str]) {
+        self.model_info.with_label_values(&[model, version, provider]).set(1);
+        self.init_model(model, tiers);
+    }
+
     /// Creates a model's series at zero (rejections, budget outcomes, queue depth per tier), so dashboards
     /// and `rate()` see them before the first event instead of a missing series.
-    pub fn init_model(&self, model: &str, tiers: &[&str]) {
+    fn init_model(&self, model: &str, tiers: &[&str]) {
         for reason in ["too_many_in_flight", "queue_full", "budget_unattainable"] {
             self.rejected.with_label_values(&[model, reason]);
         }

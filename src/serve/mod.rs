@@ -63,8 +63,7 @@ pub fn load_models(
         let err = |reason: String| ServeError::Model { name: name.clone(), reason };
         let dir = LoadedModel::latest_version(&cfg.models_dir, &name).map_err(err)?;
         let m = LoadedModel::load(env, &dir, &limits, metrics).map_err(err)?;
-        metrics.model_info.with_label_values(&[&m.name, &m.version, &m.execution_provider]).set(1);
-        metrics.init_model(&m.name, &m.tiers.iter().map(|t| t.label.as_str()).collect::<Vec<_>>());
+        m.publish(metrics);
         let tiers: Vec<String> = m.tiers.iter().map(|t| format!("{} (AUC {:.4})", t.label, t.valid_auc)).collect();
         tracing::info!(model = %name, version = %m.version, provider = %m.execution_provider, tiers = %tiers.join(", "), "model loaded");
         models.insert(name, Arc::new(m));

@@ -142,6 +142,12 @@ impl LoadedModel {
         })
     }
 
+    /// Tells the metrics this version is serving (info gauge, zeroed series per tier).
+    pub fn publish(&self, metrics: &Metrics) {
+        let tiers: Vec<&str> = self.tiers.iter().map(|t| t.label.as_str()).collect();
+        metrics.model_loaded(&self.name, &self.version, &self.execution_provider, &tiers);
+    }
+
     fn tier(&self, label: &str) -> Option<&Tier> {
         self.tiers.iter().find(|t| t.label == label)
     }

@@ -71,8 +71,7 @@ pub async fn reload(state: &AppState, r: &Reloader) -> Vec<ReloadOutcome> {
                         .with_label_values(&[&old.name, &old.version, &old.execution_provider])
                         .set(0);
                 }
-                state.metrics.model_info.with_label_values(&[&m.name, &m.version, &m.execution_provider]).set(1);
-                state.metrics.init_model(&m.name, &m.tiers.iter().map(|t| t.label.as_str()).collect::<Vec<_>>());
+                m.publish(&state.metrics);
                 tracing::info!(model = %name, version = %m.version, "reloaded");
                 outcomes.push(ReloadOutcome {
                     model: name.clone(),
