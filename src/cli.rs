@@ -74,6 +74,9 @@ pub struct RunArgs {
     /// "cpu" or "cuda" (overrides `execution_provider`).
     #[arg(long, env = "SERVE_EXECUTION_PROVIDER")]
     pub execution_provider: Option<String>,
+    /// Keep idle cores out of halt with SCHED_IDLE spinners (sets `idle_spin`; low-latency mode).
+    #[arg(long, env = "SERVE_IDLE_SPIN")]
+    pub idle_spin: Option<bool>,
 }
 
 #[derive(Debug, Args)]

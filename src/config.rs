@@ -59,6 +59,9 @@ pub struct ServerConfig {
     /// Answer 429 at once when queued work puts every tier past a request's budget (the fastest tier would
     /// fit when idle); otherwise such requests are served late by the fastest tier.
     pub shed_on_overload: bool,
+    /// Low-latency mode: spin threads at SCHED_IDLE priority keep idle cores from halting, so waking the
+    /// server (and answering) costs no vCPU wake-up; the cores then read 100% busy to CPU accounting.
+    pub idle_spin: bool,
     /// Bearer token for `POST /admin/reload`; empty disables the admin endpoints.
     pub admin_token: String,
 }
@@ -84,6 +87,7 @@ impl Default for ServerConfig {
             tiers: Vec::new(),
             missing_as_oov: false,
             shed_on_overload: false,
+            idle_spin: false,
             admin_token: String::new(),
         }
     }
@@ -122,6 +126,10 @@ pub struct TrainConfig {
     pub max_epochs: usize,
     /// Epochs without validation-AUC improvement before stopping (best epoch restored).
     pub patience: usize,
+    /// Smallest validation-AUC gain that counts as an improvement (FuxiCTR: 1e-6).
+    pub min_delta: f64,
+    /// Clip the global gradient L2 norm to this before each step (FuxiCTR: 10); 0 = off.
+    pub max_gradient_norm: f64,
     pub seed: u64,
     /// "cpu", "cuda" or "auto".
     pub device: String,
@@ -155,6 +163,8 @@ impl Default for TrainConfig {
             embedding_l2: 0.01,
             max_epochs: 100,
             patience: 2,
+            min_delta: 1e-6,
+            max_gradient_norm: 10.0,
             seed: 2024,
             device: "auto".into(),
             threads: 0,

@@ -70,6 +70,9 @@ fn run_server(args: cli::RunArgs) -> Result<()> {
     if let Some(t) = args.threads {
         cfg.intra_op_threads = t;
     }
+    if let Some(on) = args.idle_spin {
+        cfg.idle_spin = on;
+    }
     let library = runtime::resolve_library(args.ort_lib.as_deref().or(cfg.ort_library.as_deref()));
     let env = runtime::init(&library)?;
     tracing::info!(library = %library.display(), "ONNX Runtime loaded");

@@ -168,7 +168,10 @@ async fn budget_routes_between_ensemble_and_student() {
         json!({"instances": one, "latency_budget_ms": 1000}).to_string(),
     )
     .await;
-    assert_eq!(big["served_by"], "ensemble", "{big}");
+    // A generous budget: the most accurate graph on validation (a one-epoch fixture's student can beat its ensemble).
+    let top = f.manifest.graphs.iter().max_by(|a, b| a.valid.auc.total_cmp(&b.valid.auc)).unwrap();
+    let want = top.index.map_or_else(|| "ensemble".to_string(), |k| format!("student:{k}"));
+    assert_eq!(big["served_by"], want.as_str(), "{big}");
     // A budget no graph can meet: the fastest tier (a student) serves it, counted as a predicted miss.
     let (_, tiny) = post(
         &client,

@@ -26,6 +26,10 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
     if p >= 1.0 {
         return x.zeros_like();
     }
+    if x.device() != tch::Device::Cpu {
+        // On a GPU libtorch's own dropout draws the mask on the device (Philox); a host mask would be copied per call.
+        return x.dropout(p, true);
+    }
     let n = x.numel();
     let (seed, call) = STATE.get();
     STATE.set((seed, call + 1));

@@ -2,6 +2,7 @@
 //! D → D/2, so each layer doubles the interaction order; dropout after each layer; a linear head.
 //! As in the reference, `W x` passes a one-channel batch norm (one mean/variance over the whole batch × D/2
 //! block): without it `W x` of small embeddings stays near zero and the layer is a near-identity.
+//! Also as in the reference, each field's first d/2 dimensions take `W x` and its last d/2 the gated copy.
 use tch::{nn, nn::ModuleT, Tensor};
 
 use super::embedding::to_vec;
@@ -48,14 +49,16 @@ pub struct EcnStudent {
     layers: Vec<CrossLayer>,
     dropout: f64,
     head: Head,
+    fields: i64,
+    dim: i64,
     width: i64,
 }
 
 impl EcnStudent {
     pub fn new(vs: nn::Path, fields: i64, dim: i64, cfg: &StudentConfig) -> Result<Self, String> {
         let width = fields * dim;
-        if width % 2 != 0 {
-            return Err(format!("ecn: fields × embedding_dim must be even, got {width}"));
+        if dim % 2 != 0 {
+            return Err(format!("ecn: embedding_dim must be even, got {dim}"));
         }
         let std = (2.0 / (width + width / 2) as f64).sqrt();
         let layers = (0..cfg.cross_layers)
@@ -75,7 +78,21 @@ impl EcnStudent {
                 }
             })
             .collect();
-        Ok(Self { layers, dropout: cfg.dropout, head: Head::new(&vs / "head", width), width })
+        Ok(Self { layers, dropout: cfg.dropout, head: Head::new(&vs / "head", width), fields, dim, width })
+    }
+
+    /// `[W x, gated]` (each B × F·d/2) laid out per field: field f's d/2 values of `W x`, then its d/2 gated ones.
+    fn interleave(&self, h: &Tensor, gated: &Tensor) -> Tensor {
+        let per_field = [-1, self.fields, self.dim / 2];
+        Tensor::cat(&[h.view(per_field), gated.view(per_field)], 2).flatten(1, -1)
+    }
+
+    fn emit_interleave(&self, g: &mut GraphBuilder, h: &str, gated: &str) -> String {
+        let per_field = g.initializer_i64("ecn_per_field", &[3], &[-1, self.fields, self.dim / 2]);
+        let h = g.op("Reshape", &[h, &per_field], vec![]);
+        let gated = g.op("Reshape", &[gated, &per_field], vec![]);
+        let both = g.op("Concat", &[&h, &gated], vec![attr_int("axis", 2)]);
+        g.op("Flatten", &[&both], vec![attr_int("axis", 1)])
     }
 }
 
@@ -87,8 +104,8 @@ impl Student for EcnStudent {
         let mut x = emb.flatten(1, -1);
         for l in &self.layers {
             let h = l.project(&x, train);
-            let g = &h * h.apply(&l.ln).relu();
-            let big_h = Tensor::cat(&[h, g], 1);
+            let gated = &h * h.apply(&l.ln).relu();
+            let big_h = self.interleave(&h, &gated);
             x = &x * (big_h + &l.b) + &x;
             if self.dropout > 0.0 {
                 x = super::dropout::dropout(&x, self.dropout, train);
@@ -121,7 +138,7 @@ impl Student for EcnStudent {
             );
             let r = g.op("Relu", &[&ln], vec![]);
             let gg = g.op("Mul", &[&h, &r], vec![]);
-            let big_h = g.op("Concat", &[&h, &gg], vec![attr_int("axis", 1)]);
+            let big_h = self.emit_interleave(g, &h, &gg);
             let b = g.initializer_f32("ecn_b", &[self.width], &to_vec(&l.b));
             let hb = g.op("Add", &[&big_h, &b], vec![]);
             let prod = g.op("Mul", &[&x, &hb], vec![]);

@@ -7,15 +7,16 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+use super::arrival::RxClock;
 use super::batcher::SubmitError;
 use super::metrics::Metrics;
 use super::model::{LoadedModel, TierRequest};
@@ -156,11 +157,12 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     ))]
 async fn score_default(
     State(s): State<Arc<AppState>>,
+    conn: Option<Extension<ConnectInfo<RxClock>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let name = s.default_model.clone();
-    score(s, name, headers, body).await
+    score(s, name, arrival(conn), headers, body).await
 }
 
 /// Scores instances with the named model.
@@ -179,15 +181,27 @@ async fn score_default(
     ))]
 async fn score_named(
     State(s): State<Arc<AppState>>,
+    conn: Option<Extension<ConnectInfo<RxClock>>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    score(s, name, headers, body).await
+    score(s, name, arrival(conn), headers, body).await
 }
 
-async fn score(s: Arc<AppState>, name: String, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let started = Instant::now();
+/// When the request's bytes reached the kernel; handler start where the connection carries no clock
+/// (in-process callers).
+pub(super) fn arrival(conn: Option<Extension<ConnectInfo<RxClock>>>) -> Instant {
+    conn.map_or_else(Instant::now, |Extension(ConnectInfo(clock))| clock.arrival())
+}
+
+async fn score(
+    s: Arc<AppState>,
+    name: String,
+    started: Instant,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = async {
         let body = body.map_err(body_error)?;
         let out = score_body(&s, &name, header_budget(&headers)?, &body, started).await?;
@@ -279,6 +293,9 @@ pub(super) async fn run_scoring(
     })?;
     let ids = encode(&model, &instances, s.limits.missing_as_oov)?;
     let rows = instances.len();
+    // Routing sees the full budget: spending the time already waited steered overload to students and, on
+    // the 2-core test machine, cost more than it saved (load-tests/README.md); the wait is measured, though.
+    s.metrics.arrival_wait_us.with_label_values(&[name]).observe(started.elapsed().as_secs_f64() * 1e6);
     let route = model.route(&request, rows, budget_ms * 1000.0).map_err(|e| unprocessable("invalid_tier", e))?;
     let idle_fit = route.tier.batcher.estimator.run_us(rows) <= budget_ms * 1000.0;
     if s.limits.shed_on_overload && route.reason == "fallback" && idle_fit {

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub request_us: HistogramVec,
     pub queue_us: HistogramVec,
+    pub arrival_wait_us: HistogramVec,
     pub inference_us: HistogramVec,
     pub batch_size: HistogramVec,
     pub queue_depth: IntGaugeVec,
@@ -77,6 +78,13 @@ impl Metrics {
                 "ensemble_serve_queue_duration_microseconds",
                 "Time a request waited in its graph's batch queue",
                 &mt,
+                &US_BUCKETS,
+            ),
+            arrival_wait_us: histogram(
+                &r,
+                "ensemble_serve_arrival_wait_duration_microseconds",
+                "Time from the kernel receiving a request to its routing (socket and runtime queueing, body decoding)",
+                &["model"],
                 &US_BUCKETS,
             ),
             inference_us: histogram(

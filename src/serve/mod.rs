@@ -1,7 +1,9 @@
 //! The inference server: ONNX Runtime sessions per graph behind batching queues, latency-budget routing,
 //! an axum HTTP surface, Prometheus metrics, graceful shutdown.
+pub mod arrival;
 pub mod batcher;
 pub mod http;
+pub mod idle_spin;
 pub mod metrics;
 pub mod model;
 pub mod probe;
@@ -64,7 +66,11 @@ pub fn load_models(
         let dir = LoadedModel::latest_version(&cfg.models_dir, &name).map_err(err)?;
         let m = LoadedModel::load(env, &dir, &limits, metrics).map_err(err)?;
         m.publish(metrics);
-        let tiers: Vec<String> = m.tiers.iter().map(|t| format!("{} (AUC {:.4})", t.label, t.valid_auc)).collect();
+        let tiers: Vec<String> = m
+            .tiers
+            .iter()
+            .map(|t| format!("{} (AUC {:.4}{})", t.label, t.valid_auc, if t.routable { "" } else { ", forced only" }))
+            .collect();
         tracing::info!(model = %name, version = %m.version, provider = %m.execution_provider, tiers = %tiers.join(", "), "model loaded");
         models.insert(name, Arc::new(m));
     }
@@ -99,12 +105,20 @@ pub fn build_state(
 /// Serves until SIGINT/SIGTERM, then stops accepting, lets in-flight requests finish and returns.
 pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfig) -> Result<(), ServeError> {
     let state = build_state(env, &cfg)?;
+    let _spinners = cfg.idle_spin.then(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let spinners = idle_spin::start(cores);
+        tracing::info!(spinners = spinners.running, cores, "idle_spin: cores kept out of halt at SCHED_IDLE");
+        spinners
+    });
     tokio::spawn(reload_on_sighup(state.clone()));
     let app = http::router(state, cfg.body_limit_bytes);
     let listener = tokio::net::TcpListener::bind(&cfg.bind)
         .await
         .map_err(|source| ServeError::Bind { addr: cfg.bind.clone(), source })?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
+    let listener = arrival::StampedListener(listener);
+    let app = app.into_make_service_with_connect_info::<arrival::RxClock>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("shut down: in-flight requests answered");
     Ok(())

@@ -15,6 +15,23 @@ pub struct Tier {
     pub file: String,
     pub valid_auc: f64,
     pub batcher: Batcher,
+    /// On the accuracy/speed frontier: budget routing may pick it (forcing works for every tier).
+    pub routable: bool,
+}
+
+/// A less accurate tier is worth routing to only if it is this much faster than every more accurate one.
+const ROUTABLE_SPEEDUP: f64 = 0.9;
+
+/// Marks the tiers (sorted most accurate first) that are faster than every more accurate tier: the others
+/// are dominated. Identical students then leave only the best one to route to, so overload concentrates on
+/// one graph and its batches grow, instead of spreading over equals that each wake their own worker.
+fn mark_frontier(tiers: &mut [Tier], rows: usize) {
+    let mut fastest_above = f64::INFINITY;
+    for t in tiers.iter_mut() {
+        let cost = t.batcher.estimator.run_us(rows);
+        t.routable = cost < ROUTABLE_SPEEDUP * fastest_above;
+        fastest_above = fastest_above.min(cost);
+    }
 }
 
 pub struct LoadedModel {
@@ -126,12 +143,13 @@ impl LoadedModel {
                 labels: [m.name.clone(), label.clone()],
             };
             let batcher = Batcher::spawn(session, Estimator::new(&g.latency), cfg, metrics.clone());
-            tiers.push(Tier { label, file: g.file.clone(), valid_auc: g.valid.auc, batcher });
+            tiers.push(Tier { label, file: g.file.clone(), valid_auc: g.valid.auc, batcher, routable: true });
         }
         if tiers.is_empty() {
             return Err(format!("none of the configured tiers {:?} is in this model", limits.tiers));
         }
         tiers.sort_by(|a, b| b.valid_auc.total_cmp(&a.valid_auc));
+        mark_frontier(&mut tiers, 1);
         Ok(Self {
             name: m.name.clone(),
             version: m.version.clone(),
@@ -152,7 +170,7 @@ impl LoadedModel {
         self.tiers.iter().find(|t| t.label == label)
     }
 
-    /// The most accurate tier whose estimate fits `budget_us`; else the fastest (a predicted miss).
+    /// The most accurate routable tier whose estimate fits `budget_us`; else the fastest (a predicted miss).
     pub fn route(&self, request: &TierRequest, rows: usize, budget_us: f64) -> Result<Route<'_>, String> {
         let forced = |label: String| {
             self.tier(&label)
@@ -164,12 +182,13 @@ impl LoadedModel {
             TierRequest::BestStudent => forced(format!("student:{}", self.artifact.manifest.best_student)),
             TierRequest::Student(k) => forced(format!("student:{k}")),
             TierRequest::Auto => {
-                let estimates: Vec<f64> = self.tiers.iter().map(|t| t.batcher.estimate_us(rows)).collect();
-                if let Some(i) = estimates.iter().position(|&e| e <= budget_us) {
-                    return Ok(Route { tier: &self.tiers[i], estimate_us: estimates[i], reason: "fits" });
+                let frontier: Vec<(&Tier, f64)> =
+                    self.tiers.iter().filter(|t| t.routable).map(|t| (t, t.batcher.estimate_us(rows))).collect();
+                if let Some(&(tier, e)) = frontier.iter().find(|(_, e)| *e <= budget_us) {
+                    return Ok(Route { tier, estimate_us: e, reason: "fits" });
                 }
-                let (i, e) = estimates.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).expect("a tier at least");
-                Ok(Route { tier: &self.tiers[i], estimate_us: *e, reason: "fallback" })
+                let &(tier, e) = frontier.iter().min_by(|a, b| a.1.total_cmp(&b.1)).expect("the most accurate tier");
+                Ok(Route { tier, estimate_us: e, reason: "fallback" })
             }
         }
     }

@@ -1,17 +1,18 @@
 //! KServe v2 / Open Inference Protocol: model metadata, readiness, a Triton-style config, and `infer` with
 //! one BYTES tensor per feature, scored through the same path as `/v1/score`.
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::arrival::RxClock;
 use super::http::{body_error, header_budget, json_error, run_scoring, ApiError, AppState};
 use super::model::LoadedModel;
 
@@ -116,11 +117,12 @@ struct V2Input {
 /// Open Inference Protocol: one input tensor per field (BYTES, or numbers), `probability` FP32 [N, 1] out.
 pub(super) async fn v2_infer(
     State(s): State<Arc<AppState>>,
+    conn: Option<Extension<ConnectInfo<RxClock>>>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let started = Instant::now();
+    let started = super::http::arrival(conn);
     let result = async {
         let body = body.map_err(body_error)?;
         let req: V2Request = serde_json::from_slice(&body).map_err(json_error)?;

@@ -104,22 +104,30 @@ pub fn train(
         let start = Instant::now();
         let batches = Batches::shuffled(&data.train, cfg.batch_size, cfg.seed.wrapping_add(epoch as u64), device);
         let bar = progress.then(|| report::epoch_bar(epoch, data.train.rows as u64));
-        let (mut loss_sum, mut steps) = (0.0, 0usize);
+        // Summed on the device and read every few steps: reading a CUDA scalar each step would sync the GPU.
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+        let mut steps = 0usize;
         for (ids, y) in batches {
             let out = ensemble.forward(&ids, true);
             let mut total = loss::loss(framework, &out, &y, loss_cfg);
             if cfg.embedding_l2 > 0.0 {
                 total += ensemble.l2(cfg.embedding_l2);
             }
-            opt.backward_step(&total);
-            let l = total.double_value(&[]);
-            loss_sum += l;
+            if cfg.max_gradient_norm > 0.0 {
+                opt.backward_step_clip_norm(&total, cfg.max_gradient_norm);
+            } else {
+                opt.backward_step(&total);
+            }
+            loss_sum += total.detach().to_kind(Kind::Double);
             steps += 1;
             if let Some(b) = &bar {
                 b.inc(ids.size()[0] as u64);
-                b.set_message(format!("loss {l:.4}"));
+                if steps % 16 == 1 {
+                    b.set_message(format!("loss {:.4}", total.double_value(&[])));
+                }
             }
         }
+        let loss_sum = loss_sum.double_value(&[]);
         let train_seconds = start.elapsed().as_secs_f64();
         if let Some(b) = bar {
             b.finish_and_clear();
@@ -136,7 +144,7 @@ pub fn train(
         on_epoch(&log);
         let auc = log.valid.ensemble.auc;
         epochs.push(log);
-        if auc > best_auc {
+        if auc >= best_auc + cfg.min_delta {
             (best_auc, best_epoch, stale) = (auc, epoch, 0);
             best_weights = snapshot(&vs);
         } else {
