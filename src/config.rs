@@ -128,7 +128,7 @@ pub struct TrainConfig {
     pub patience: usize,
     /// Smallest validation-AUC gain that counts as an improvement (FuxiCTR: 1e-6).
     pub min_delta: f64,
-    /// Clip the global gradient L2 norm to this before each step (FuxiCTR: 10); 0 = off.
+    /// Clip the global gradient L2 norm to this before each step (FuxiCTR's default is 10); 0 = off.
     pub max_gradient_norm: f64,
     pub seed: u64,
     /// "cpu", "cuda" or "auto".
@@ -164,7 +164,7 @@ impl Default for TrainConfig {
             max_epochs: 100,
             patience: 2,
             min_delta: 1e-6,
-            max_gradient_norm: 10.0,
+            max_gradient_norm: 1.0,
             seed: 2024,
             device: "auto".into(),
             threads: 0,
