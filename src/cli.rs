@@ -3,8 +3,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use ensemble_serve::config;
-
 #[derive(Debug, Parser)]
 #[command(name = "serve", version, about = "Train KDEF CTR ensembles and serve them with latency-budget routing")]
 pub struct Cli {
@@ -131,7 +129,9 @@ pub struct TrainOverrides {
 }
 
 impl TrainOverrides {
-    pub fn apply(&self, cfg: &mut config::TrainConfig) {
+    /// Only `serve train` applies them; the serving-only build parses them but never trains.
+    #[cfg(feature = "train")]
+    pub fn apply(&self, cfg: &mut ensemble_serve::config::TrainConfig) {
         if let Some(v) = &self.dataset {
             cfg.dataset = v.clone();
         }
