@@ -40,6 +40,9 @@ pub struct ServerConfig {
     pub max_batch_size: usize,
     /// How long a batch waits for more rows after its first request (µs).
     pub max_queue_delay_us: u64,
+    /// A busy graph waits this multiple of its last partial batch's run time (capped) before the next batch,
+    /// so rows gather into cheaper larger batches (0 = greedy: the next batch starts at once).
+    pub batch_cooldown: f64,
     /// Requests a graph's queue holds; beyond it requests get 503 at once.
     pub queue_capacity: usize,
     /// Requests being scored at once; beyond it requests get 429 at once.
@@ -78,6 +81,7 @@ impl Default for ServerConfig {
             log_format: "text".into(),
             max_batch_size: 256,
             max_queue_delay_us: 0,
+            batch_cooldown: 1.0,
             queue_capacity: 1024,
             max_in_flight: 2048,
             max_instances: 1024,

@@ -70,9 +70,14 @@ fn run_server(args: cli::RunArgs) -> Result<()> {
     if let Some(t) = args.threads {
         cfg.intra_op_threads = t;
     }
+    if let Some(ratio) = args.batch_cooldown {
+        cfg.batch_cooldown = ratio;
+    }
     if let Some(on) = args.idle_spin {
         cfg.idle_spin = on;
     }
+    // Refuse bad batching/routing keys before loading ONNX Runtime or any model.
+    ensemble_serve::serve::batch_limits(&cfg)?;
     let library = runtime::resolve_library(args.ort_lib.as_deref().or(cfg.ort_library.as_deref()));
     let env = runtime::init(&library)?;
     tracing::info!(library = %library.display(), "ONNX Runtime loaded");

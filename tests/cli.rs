@@ -39,6 +39,17 @@ fn wrong_ort_library_is_a_one_line_error() {
 }
 
 #[test]
+fn a_batch_cooldown_out_of_range_is_refused_by_name() {
+    let out = serve(&["run", "--config", "/nonexistent.toml", "--batch-cooldown=-1", "--bind", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.lines().any(|l| l == "error: server config: batch_cooldown = -1: must be a number from 0 to 100"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_file_that_is_not_onnx_runtime_is_a_one_line_error() {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("libonnxruntime.so");

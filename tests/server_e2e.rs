@@ -6,10 +6,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use ensemble_serve::artifact::Manifest;
+use ensemble_serve::artifact::{GraphEntry, Manifest};
 use ensemble_serve::config::TrainConfig;
 use ensemble_serve::data::Dataset;
 use ensemble_serve::export::{export_run, ExportOptions};
@@ -162,25 +163,22 @@ async fn budget_routes_between_ensemble_and_student() {
     let server = Server::start(&f.models, &[]);
     let client = reqwest::Client::new();
     let one = json!([f.instances[0]]);
-    let (_, big) = post(
-        &client,
-        &format!("{}/v1/score", server.base),
-        json!({"instances": one, "latency_budget_ms": 1000}).to_string(),
-    )
-    .await;
-    // A generous budget: the most accurate graph on validation (a one-epoch fixture's student can beat its ensemble).
-    let top = f.manifest.graphs.iter().max_by(|a, b| a.valid.auc.total_cmp(&b.valid.auc)).unwrap();
-    let want = top.index.map_or_else(|| "ensemble".to_string(), |k| format!("student:{k}"));
-    assert_eq!(big["served_by"], want.as_str(), "{big}");
-    // A budget no graph can meet: the fastest tier (a student) serves it, counted as a predicted miss.
+    // A budget no graph can meet, asked first so that no run has yet corrected the exported latency profiles
+    // (under a loaded CI one preempted run can make a student look slower than the ensemble): the graph with
+    // the fastest profiled single row serves it, counted as a predicted miss.
     let (_, tiny) = post(
         &client,
         &format!("{}/v1/score", server.base),
         json!({"instances": one, "latency_budget_ms": 0.001}).to_string(),
     )
     .await;
-    assert!(tiny["served_by"].as_str().unwrap().starts_with("student:"), "{tiny}");
+    // Within 10% of the fastest counts as fast: routing prefers a more accurate graph that close (the frontier).
+    let one_row_us = |g: &GraphEntry| g.latency.iter().find(|p| p.batch_size == 1).unwrap().median_us;
+    let fastest_us = f.manifest.graphs.iter().map(one_row_us).fold(f64::INFINITY, f64::min);
+    let chosen = f.manifest.graphs.iter().find(|g| tiny["served_by"] == served_by(g).as_str()).expect("a graph");
+    assert!(one_row_us(chosen) * 0.9 <= fastest_us, "{tiny} is not among the fastest ({fastest_us} µs)");
     assert_eq!(tiny["predicted_miss"], true);
+    // The same budget in a header is honoured too.
     let r = client
         .post(format!("{}/v1/score", server.base))
         .header("X-Latency-Budget-Ms", "0.001")
@@ -189,7 +187,17 @@ async fn budget_routes_between_ensemble_and_student() {
         .await
         .unwrap();
     let v: Value = r.json().await.unwrap();
-    assert!(v["served_by"].as_str().unwrap().starts_with("student:"), "header budget: {v}");
+    assert_eq!(v["predicted_miss"], true, "header budget: {v}");
+    // A generous budget: the most accurate graph on validation (a one-epoch fixture's student can beat its ensemble).
+    let (_, big) = post(
+        &client,
+        &format!("{}/v1/score", server.base),
+        json!({"instances": one, "latency_budget_ms": 1000}).to_string(),
+    )
+    .await;
+    let top = f.manifest.graphs.iter().max_by(|a, b| a.valid.auc.total_cmp(&b.valid.auc)).unwrap();
+    assert_eq!(big["served_by"], served_by(top).as_str(), "{big}");
+    assert_eq!(big["predicted_miss"], false, "{big}");
     let metrics = client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
     assert!(
         metrics.contains("ensemble_serve_routing_decisions_total{model=\"default\",reason=\"fallback\""),
@@ -280,37 +288,69 @@ async fn kserve_v2_infer_and_metadata() {
     assert_eq!(client.get(format!("{}/v2/models/nope/ready", server.base)).send().await.unwrap().status(), 404);
 }
 
+/// SIGTERM while 100 requests the server has read wait in its batch queue: every one is answered, the
+/// process exits 0 and stops listening.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_burst_answers_every_admitted_request() {
     let Some(f) = fixture() else { return };
-    let mut server = Server::start(&f.models, &[]);
+    // One batch can take all 100 requests and waits 1.5 s for them, so they are queued, unanswered, at SIGTERM.
+    let cfg = f.models.parent().unwrap().join("held-queue.toml");
+    std::fs::write(&cfg, "max_batch_size = 131072\nmax_queue_delay_us = 1500000\nrequest_timeout_ms = 60000\n")
+        .unwrap();
+    let mut server = Server::start(&f.models, &["--config", cfg.to_str().unwrap()]);
     // One connection per request, so "admitted" means the server read that request.
     let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let body = json!({"instances": &f.instances[..1024], "tier": "ensemble", "latency_budget_ms": 60000}).to_string();
+    let answered = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..100 {
-        let (c, url, b) = (client.clone(), format!("{}/v1/score", server.base), body.clone());
-        tasks.push(tokio::spawn(async move { c.post(url).body(b).send().await.map(|r| r.status().as_u16()) }));
+        let (c, url, b, n) = (client.clone(), format!("{}/v1/score", server.base), body.clone(), answered.clone());
+        tasks.push(tokio::spawn(async move {
+            let status = c.post(url).body(b).send().await.map(|r| r.status().as_u16());
+            n.fetch_add(1, Ordering::SeqCst);
+            status
+        }));
     }
-    // Long enough for the server to read every request; the queue still holds seconds of work.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Signal once the server's handlers hold all 100 (a fixed sleep lost that race in a parallel CI run).
+    let read = requests_read(&client, &server.base, 100, Duration::from_secs(30)).await;
+    assert_eq!(read, 100, "the server read only {read} of 100 requests within 30 s");
     let pid = server.child.id().to_string();
     let signalled = Instant::now();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let mut answered = 0;
+    let unanswered = 100 - answered.load(Ordering::SeqCst);
+    assert!(unanswered > 0, "every request was answered before SIGTERM: nothing was left to drain");
     for t in tasks {
         let status = t.await.unwrap().expect("an admitted request lost its answer");
         assert_eq!(status, 200);
-        answered += 1;
     }
     let drained = signalled.elapsed();
     let status = server.child.wait().unwrap();
-    eprintln!("SIGTERM with {answered} requests admitted: all answered, drained in {drained:?}");
+    eprintln!("SIGTERM with {unanswered} of 100 admitted requests unanswered: all answered, drained in {drained:?}");
     assert!(status.success(), "server exit status {status}");
     assert!(
         std::net::TcpStream::connect(server.base.trim_start_matches("http://")).is_err(),
         "still listening after exit"
     );
+}
+
+/// The `served_by` name of a manifest graph.
+fn served_by(g: &GraphEntry) -> String {
+    g.index.map_or_else(|| "ensemble".to_string(), |k| format!("student:{k}"))
+}
+
+/// Polls the server's count of scoring requests its handlers have read (the arrival-wait histogram) until it
+/// reaches `want` or `patience` runs out; returns the last count.
+async fn requests_read(client: &reqwest::Client, base: &str, want: u64, patience: Duration) -> u64 {
+    let series = "ensemble_serve_arrival_wait_duration_microseconds_count{model=\"default\"} ";
+    let deadline = Instant::now() + patience;
+    loop {
+        let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        let read = text.lines().find_map(|l| l.strip_prefix(series)).map_or(0, |n| n.trim().parse().unwrap());
+        if read >= want || Instant::now() > deadline {
+            return read;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -60,6 +60,8 @@ pub struct Load<'a> {
     pub budgets: &'a [BudgetShare],
     pub arrival: Arrival,
     pub max_outstanding: usize,
+    /// One permit per connection: a request holds one from send to answer.
+    pub connections: Arc<tokio::sync::Semaphore>,
     pub timeout: Duration,
     pub seed: u64,
 }
@@ -177,9 +179,11 @@ fn fire(
     outstanding.fetch_add(1, Ordering::SeqCst);
     let body = load.replay.body(first_row, load.policy.tier(), budget_ms);
     let req = client.post(&load.url).header("content-type", "application/json").body(body).timeout(load.timeout);
-    let (collected, outstanding) = (collected.clone(), outstanding.clone());
+    let (collected, outstanding, connections) = (collected.clone(), outstanding.clone(), load.connections.clone());
     rt.spawn(async move {
+        let permit = connections.acquire_owned().await.expect("connection semaphore is never closed");
         let (status, answer) = send(req).await;
+        drop(permit);
         let latency_us = sched.elapsed().as_micros() as u64;
         let mut c = collected.lock().expect("collector");
         let mut shot = Shot { latency_us, status, ..shot };

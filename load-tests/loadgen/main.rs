@@ -10,6 +10,7 @@ mod stats;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -189,6 +190,7 @@ fn drive(
             budgets: &budgets,
             arrival: sc.arrival,
             max_outstanding: sc.max_outstanding,
+            connections: Arc::new(tokio::sync::Semaphore::new(sc.connections.max(1))),
             timeout: Duration::from_millis(sc.timeout_ms),
             seed: sc.seed,
         };
@@ -248,7 +250,7 @@ fn drive(
 /// A second of light load before measuring: connections open, the server's estimators settle.
 fn warm_up(rt: &tokio::runtime::Runtime, client: &reqwest::Client, load: &Load, next: &mut u64) {
     let seg = [Segment { phase: 0, rate: 200.0, duration: Duration::from_secs(1) }];
-    let warm = Load { url: load.url.clone(), policy: Policy::Ensemble, ..*load };
+    let warm = Load { url: load.url.clone(), policy: Policy::Ensemble, connections: load.connections.clone(), ..*load };
     let _ = run_segments(rt, client, &warm, &seg, next, &indicatif::ProgressBar::hidden());
     std::thread::sleep(Duration::from_millis(300));
 }

@@ -93,9 +93,10 @@ pub fn markdown(r: &RunResults) -> String {
     let _ = writeln!(md, "- started {} on {}; target {}; model {}", r.started_utc, r.machine, r.target, r.model);
     let _ = writeln!(
         md,
-        "- arrival {:?}, {} instance(s)/request, budgets {:?}",
+        "- arrival {:?}, {} instance(s)/request, at most {} connections, budgets {:?}",
         r.scenario.arrival,
         r.scenario.instances_per_request,
+        r.scenario.connections,
         r.scenario.budget_mix().iter().map(|b| format!("{:.0}% {} ms", b.share * 100.0, b.ms)).collect::<Vec<_>>()
     );
     if !r.scenario.server.is_empty() {

@@ -297,8 +297,9 @@ pub(super) async fn run_scoring(
     // the 2-core test machine, cost more than it saved (load-tests/README.md); the wait is measured, though.
     s.metrics.arrival_wait_us.with_label_values(&[name]).observe(started.elapsed().as_secs_f64() * 1e6);
     let route = model.route(&request, rows, budget_ms * 1000.0).map_err(|e| unprocessable("invalid_tier", e))?;
-    let idle_fit = route.tier.batcher.estimator.run_us(rows) <= budget_ms * 1000.0;
-    if s.limits.shed_on_overload && route.reason == "fallback" && idle_fit {
+    // The idle-server estimate is looked up only for a predicted miss with shedding on (never on the common path).
+    let idle_fit = || route.tier.batcher.estimator.run_us(rows) <= budget_ms * 1000.0;
+    if s.limits.shed_on_overload && route.reason == "fallback" && idle_fit() {
         s.metrics.rejected.with_label_values(&[name, "budget_unattainable"]).inc();
         let msg = format!(
             "overloaded: no tier can answer within {budget_ms} ms now (fastest estimate {:.2} ms); retry later",

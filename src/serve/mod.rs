@@ -35,9 +35,15 @@ pub enum ServeError {
 
 pub fn batch_limits(cfg: &ServerConfig) -> Result<BatchLimits, ServeError> {
     let provider = cfg.execution_provider.parse().map_err(|reason| ServeError::Config { reason })?;
+    if !(cfg.batch_cooldown.is_finite() && (0.0..=100.0).contains(&cfg.batch_cooldown)) {
+        return Err(ServeError::Config {
+            reason: format!("batch_cooldown = {}: must be a number from 0 to 100", cfg.batch_cooldown),
+        });
+    }
     Ok(BatchLimits {
         max_batch_rows: cfg.max_batch_size,
         max_queue_delay: Duration::from_micros(cfg.max_queue_delay_us),
+        cooldown: cfg.batch_cooldown,
         queue_jobs: cfg.queue_capacity,
         intra_op_threads: cfg.intra_op_threads,
         provider,

@@ -49,6 +49,8 @@ pub struct LoadedModel {
 pub struct BatchLimits {
     pub max_batch_rows: usize,
     pub max_queue_delay: Duration,
+    /// Multiple of a batch's run time a busy graph waits before its next batch (0 = greedy).
+    pub cooldown: f64,
     pub queue_jobs: usize,
     pub intra_op_threads: usize,
     pub provider: crate::runtime::Provider,
@@ -138,6 +140,7 @@ impl LoadedModel {
             let cfg = BatcherConfig {
                 max_batch_rows: limits.max_batch_rows,
                 max_queue_delay: limits.max_queue_delay,
+                cooldown: limits.cooldown,
                 queue_jobs: limits.queue_jobs,
                 width,
                 labels: [m.name.clone(), label.clone()],
