@@ -91,6 +91,17 @@ pub struct Manifest {
     pub execution_provider: String,
 }
 
+impl GraphEntry {
+    /// The name routing and responses use: `ensemble` or `student:<k>` (`None`: a student without an index).
+    pub fn tier_label(&self) -> Option<String> {
+        match (self.kind, self.index) {
+            (GraphKind::Ensemble, _) => Some("ensemble".into()),
+            (GraphKind::Student, Some(k)) => Some(format!("student:{k}")),
+            (GraphKind::Student, None) => None,
+        }
+    }
+}
+
 impl Manifest {
     pub fn students(&self) -> impl Iterator<Item = &GraphEntry> {
         self.graphs.iter().filter(|g| g.kind == GraphKind::Student)

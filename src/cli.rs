@@ -186,8 +186,44 @@ pub struct ExportTarget {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// A model artifact directory (models/<name>/<version>).
+    /// A model artifact directory: models/<name>/<version>, or models/<name> for its newest version.
     pub model_dir: PathBuf,
+    /// Dataset spec (TOML) whose rows to score (default config/datasets/<the manifest's dataset>.toml).
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// Which split of the spec to score.
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: Split,
+    /// Score this file (in the spec's format) instead of the split's own, e.g. a newer day of logs.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub location: DataLocation,
+    /// Rows per ONNX Runtime call.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub batch_size: u32,
+    /// ONNX Runtime intra-op threads per graph.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Malformed lines: skip (count, report the first 10) or fail (stop at the first).
+    #[arg(long, value_enum)]
+    pub on_error: Option<Policy>,
+    /// Also write the report as JSON here (atomically).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// ONNX Runtime shared library (as for `serve run`).
+    #[arg(long, env = "SERVE_ORT_LIB")]
+    pub ort_lib: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
 }
 
 /// Where a dataset spec's relative paths point, and where encoded datasets are cached.

@@ -5,6 +5,7 @@
 pub mod artifact;
 pub mod config;
 pub mod data;
+pub mod eval;
 #[cfg(feature = "train")]
 pub mod export;
 pub mod features;

@@ -3,7 +3,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use ensemble_serve::{config, data, features, paths, runtime};
 
@@ -36,7 +36,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Run(args) => run_server(args),
         Command::Train(args) => run_train(args),
         Command::Export(args) => run_export(&args.run_dir, &args.target),
-        Command::Eval(_) => bail!("`serve eval` is not implemented yet; nothing was read"),
+        Command::Eval(args) => run_eval(args),
         Command::Data(cmd) => run_data(cmd),
         Command::Health(args) => {
             ensemble_serve::serve::probe::ready(&args.url, std::time::Duration::from_secs(args.timeout_s))
@@ -138,6 +138,57 @@ fn run_data(cmd: DataCommand) -> Result<()> {
     }
 }
 
+fn run_eval(args: cli::EvalArgs) -> Result<()> {
+    use ensemble_serve::data::encode::Part;
+    let dir = ensemble_serve::eval::artifact_dir(&args.model_dir).map_err(anyhow::Error::msg)?;
+    let artifact = ensemble_serve::artifact::Artifact::load(&dir)?;
+    let spec_path = args.spec.unwrap_or_else(|| format!("config/datasets/{}.toml", artifact.manifest.dataset).into());
+    let mut spec = features::DatasetSpec::load(&spec_path, &args.location.data_dir)
+        .with_context(|| format!("dataset spec {}", spec_path.display()))?;
+    let part = match args.split {
+        cli::Split::Train => Part::Train,
+        cli::Split::Valid => Part::Valid,
+        cli::Split::Test => Part::Test,
+    };
+    if let Some(file) = &args.file {
+        // The file is scored whole, in place of the split (a one-file spec's row filter no longer applies).
+        spec.files.split = None;
+        match part {
+            Part::Train => spec.files.train = file.clone(),
+            Part::Valid => spec.files.valid = Some(file.clone()),
+            Part::Test => spec.files.test = Some(file.clone()),
+        }
+    }
+    if let Some(p) = args.on_error {
+        spec.on_error = policy(p);
+    }
+    let library = runtime::resolve_library(args.ort_lib.as_deref());
+    let env = runtime::init(&library)?;
+    let opts = ensemble_serve::eval::EvalOptions {
+        part,
+        batch_rows: args.batch_size as usize,
+        intra_threads: args.threads,
+        progress: !args.quiet,
+        other_file: args.file.is_some(),
+    };
+    let report = ensemble_serve::eval::evaluate(env, &artifact, &spec, &opts)
+        .with_context(|| format!("evaluating {}", dir.display()))?;
+    print!("{}", report.render());
+    if let Some(path) = &args.json {
+        let bytes = serde_json::to_vec_pretty(&report)?;
+        data::atomic_write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+        println!("report written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn policy(p: cli::Policy) -> features::ErrorPolicy {
+    match p {
+        cli::Policy::Skip => features::ErrorPolicy::Skip,
+        cli::Policy::Fail => features::ErrorPolicy::Fail,
+    }
+}
+
 fn apply_overrides(spec: &mut features::DatasetSpec, args: &cli::InspectArgs) {
     if let Some(t) = &args.train {
         spec.files.train = t.clone();
@@ -149,10 +200,7 @@ fn apply_overrides(spec: &mut features::DatasetSpec, args: &cli::InspectArgs) {
         spec.files.test = Some(t.clone());
     }
     if let Some(p) = args.on_error {
-        spec.on_error = match p {
-            cli::Policy::Skip => features::ErrorPolicy::Skip,
-            cli::Policy::Fail => features::ErrorPolicy::Fail,
-        };
+        spec.on_error = policy(p);
     }
 }
 
@@ -199,10 +247,14 @@ fn run_export(run: &std::path::Path, target: &cli::ExportTarget) -> Result<()> {
 
 #[cfg(not(feature = "train"))]
 fn run_export(_: &std::path::Path, _: &cli::ExportTarget) -> Result<()> {
-    bail!("this binary was built without the `train` feature (no libtorch); build with default features to export")
+    anyhow::bail!(
+        "this binary was built without the `train` feature (no libtorch); build with default features to export"
+    )
 }
 
 #[cfg(not(feature = "train"))]
 fn run_train(_: cli::TrainArgs) -> Result<()> {
-    bail!("this binary was built without the `train` feature (no libtorch); build with default features to train")
+    anyhow::bail!(
+        "this binary was built without the `train` feature (no libtorch); build with default features to train"
+    )
 }

@@ -65,6 +65,31 @@ yes,u3,1,a\n\
     assert_eq!(err, format!("{p}:3: expected 4 columns, found 3"));
 }
 
+/// frappe's files end lines with CRLF, which the csv reader stamps a line early unless corrected; quoted
+/// newlines and a switch to LF mid-file must not shift the count either.
+#[test]
+fn crlf_and_quoted_newlines_keep_line_numbers_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = b"label,user,price,tags\r\n\
+1,u1,10,a^b\r\n\
+0,u2,3.5\r\n\
+1,\"u\r\n3\",1,a\r\n\
+yes,u4,1,a\r\n\
+1,u5,2,a\n\
+0,u6\r\n";
+    let train = write(dir.path(), "crlf.csv", body);
+    let (enc, stats) = fit_encoder(&spec("csv", &train, CSV_FIELDS), false).unwrap();
+    assert_eq!(stats.rows, 3, "lines 2, 4-5 and 7 are well formed");
+    let p = train.display().to_string();
+    let want = [
+        format!("{p}:3: expected 4 columns, found 3"),
+        format!("{p}:6: label 'yes' is not 0/1 (or 1/-1)"),
+        format!("{p}:8: expected 4 columns, found 2"),
+    ];
+    assert_eq!(stats.rejects.first, want);
+    assert!(enc.fields[0].vocab.tokens().iter().any(|t| &**t == "u\r\n3"), "the quoted newline stays in the value");
+}
+
 #[test]
 fn missing_columns_and_files_are_named() {
     let dir = tempfile::tempdir().unwrap();

@@ -175,7 +175,8 @@ async fn budget_routes_between_ensemble_and_student() {
     // Within 10% of the fastest counts as fast: routing prefers a more accurate graph that close (the frontier).
     let one_row_us = |g: &GraphEntry| g.latency.iter().find(|p| p.batch_size == 1).unwrap().median_us;
     let fastest_us = f.manifest.graphs.iter().map(one_row_us).fold(f64::INFINITY, f64::min);
-    let chosen = f.manifest.graphs.iter().find(|g| tiny["served_by"] == served_by(g).as_str()).expect("a graph");
+    let chosen =
+        f.manifest.graphs.iter().find(|g| tiny["served_by"] == g.tier_label().unwrap().as_str()).expect("a graph");
     assert!(one_row_us(chosen) * 0.9 <= fastest_us, "{tiny} is not among the fastest ({fastest_us} µs)");
     assert_eq!(tiny["predicted_miss"], true);
     // The same budget in a header is honoured too.
@@ -196,7 +197,7 @@ async fn budget_routes_between_ensemble_and_student() {
     )
     .await;
     let top = f.manifest.graphs.iter().max_by(|a, b| a.valid.auc.total_cmp(&b.valid.auc)).unwrap();
-    assert_eq!(big["served_by"], served_by(top).as_str(), "{big}");
+    assert_eq!(big["served_by"], top.tier_label().unwrap().as_str(), "{big}");
     assert_eq!(big["predicted_miss"], false, "{big}");
     let metrics = client.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
     assert!(
@@ -331,11 +332,6 @@ async fn sigterm_during_a_burst_answers_every_admitted_request() {
         std::net::TcpStream::connect(server.base.trim_start_matches("http://")).is_err(),
         "still listening after exit"
     );
-}
-
-/// The `served_by` name of a manifest graph.
-fn served_by(g: &GraphEntry) -> String {
-    g.index.map_or_else(|| "ensemble".to_string(), |k| format!("student:{k}"))
 }
 
 /// Polls the server's count of scoring requests its handlers have read (the arrival-wait histogram) until it

@@ -19,8 +19,9 @@ pub use reader::{RawRow, RowReader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    // `error`, not `source`: the message holds it, and `{e:#}` would print a source twice.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{path}:{line}: {reason}")]
     Malformed { path: PathBuf, line: u64, reason: String },
     #[error("{path}: {reason}")]
@@ -33,7 +34,7 @@ pub enum DataError {
 
 impl DataError {
     pub fn io(path: &Path, source: io::Error) -> Self {
-        Self::Io { path: path.to_path_buf(), source }
+        Self::Io { path: path.to_path_buf(), error: source }
     }
 }
 

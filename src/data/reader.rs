@@ -46,6 +46,8 @@ enum Source {
         columns: usize,
         label_col: usize,
         cols: Vec<usize>,
+        /// The last record ended at a `\r` whose `\n` the csv reader has not consumed (nor counted) yet.
+        cr_pending: bool,
     },
     Lines {
         lines: BufReader<Box<dyn Read + Send>>,
@@ -128,7 +130,7 @@ impl RowReader {
         self.text.clear();
         self.spans.clear();
         match &mut self.source {
-            Source::Delimited { records, record, columns, label_col, cols } => {
+            Source::Delimited { records, record, columns, label_col, cols, cr_pending } => {
                 match records.read_byte_record(record) {
                     Ok(false) => return Ok(false),
                     Ok(true) => {}
@@ -137,7 +139,9 @@ impl RowReader {
                         return Err(format!("unreadable record: {e}"));
                     }
                 }
-                self.line = record.position().map_or(self.line + 1, |p| p.line());
+                let counted = record.position().map_or(self.line + 1, |p| p.line());
+                self.line = counted + u64::from(*cr_pending);
+                *cr_pending = ends_at_cr(counted, *cr_pending, record, records.position());
                 if record.len() != *columns {
                     return Err(format!("expected {columns} columns, found {}", record.len()));
                 }
@@ -189,7 +193,17 @@ fn delimited(spec: &DatasetSpec, path: &Path, input: Box<dyn Read + Send>) -> Re
     };
     let label_col = find(&spec.label)?;
     let cols = spec.fields.iter().map(|f| find(&f.name)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Source::Delimited { records, record: csv::ByteRecord::new(), columns: names.len(), label_col, cols })
+    let cr_pending = ends_at_cr(1, false, &header.clone(), records.position());
+    Ok(Source::Delimited { records, record: csv::ByteRecord::new(), columns: names.len(), label_col, cols, cr_pending })
+}
+
+/// The csv reader counts a line at its `\n` but stamps a record's position before reading it, so after a
+/// CRLF record the next one is stamped a line early (the pending `\n`): frappe's files are CRLF. Whether
+/// `record` (stamped at line `counted`) ended at such a `\r` follows from the lines the reader counted
+/// while reading it: the pending `\n`, the newlines inside quoted cells, and its own `\n` if it had one.
+fn ends_at_cr(counted: u64, cr_was_pending: bool, record: &csv::ByteRecord, after: &csv::Position) -> bool {
+    let inside = memchr::memchr_iter(b'\n', record.as_slice()).count() as u64;
+    after.line() == counted + u64::from(cr_was_pending) + inside
 }
 
 /// Labels 1 / 0 / -1 (also as floats); anything else is malformed.

@@ -240,11 +240,11 @@ impl Encoder {
     pub fn save(&self, path: &Path) -> Result<(), FeatureError> {
         let file = EncoderFile::from(self);
         let bytes = serde_json::to_vec(&file).expect("encoder serialises");
-        crate::data::atomic_write(path, &bytes).map_err(|e| FeatureError::Io { path: path.into(), source: e })
+        crate::data::atomic_write(path, &bytes).map_err(|e| FeatureError::Io { path: path.into(), error: e })
     }
 
     pub fn load(path: &Path) -> Result<Self, FeatureError> {
-        let bytes = std::fs::read(path).map_err(|e| FeatureError::Io { path: path.into(), source: e })?;
+        let bytes = std::fs::read(path).map_err(|e| FeatureError::Io { path: path.into(), error: e })?;
         let bad = |reason: String| FeatureError::Encoder { path: path.into(), reason };
         let file: EncoderFile = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
         if file.format != ENCODER_FORMAT || file.version != ENCODER_VERSION {

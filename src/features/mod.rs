@@ -11,8 +11,9 @@ pub use spec::{DatasetSpec, ErrorPolicy, FieldKind, FieldSpec, Format};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    // `error`, not `source`: the message holds it, and `{e:#}` would print a source twice.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("dataset spec {path}: {reason}")]
     Spec { path: PathBuf, reason: String },
     #[error("encoder file {path}: {reason}")]

@@ -161,7 +161,7 @@ fn default_seed() -> u64 {
 impl DatasetSpec {
     /// Reads a spec; relative file paths are resolved against `data_dir`.
     pub fn load(path: &Path, data_dir: &Path) -> Result<Self, FeatureError> {
-        let text = std::fs::read_to_string(path).map_err(|e| FeatureError::Io { path: path.into(), source: e })?;
+        let text = std::fs::read_to_string(path).map_err(|e| FeatureError::Io { path: path.into(), error: e })?;
         let mut spec: Self =
             toml::from_str(&text).map_err(|e| FeatureError::Spec { path: path.into(), reason: e.to_string() })?;
         spec.files.resolve(data_dir);

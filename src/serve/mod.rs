@@ -27,8 +27,9 @@ pub enum ServeError {
     Config { reason: String },
     #[error("model '{name}': {reason}")]
     Model { name: String, reason: String },
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    // `error`, not `source`: the message holds it, and `{e:#}` would print a source twice.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind { addr: String, error: std::io::Error },
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -121,7 +122,7 @@ pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfi
     let app = http::router(state, cfg.body_limit_bytes);
     let listener = tokio::net::TcpListener::bind(&cfg.bind)
         .await
-        .map_err(|source| ServeError::Bind { addr: cfg.bind.clone(), source })?;
+        .map_err(|error| ServeError::Bind { addr: cfg.bind.clone(), error })?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let listener = arrival::StampedListener(listener);
     let app = app.into_make_service_with_connect_info::<arrival::RxClock>();

@@ -116,11 +116,7 @@ impl LoadedModel {
         let mut tiers = Vec::new();
         let mut used = crate::runtime::Provider::Cpu;
         for g in &m.graphs {
-            let label = match (g.kind, g.index) {
-                (GraphKind::Ensemble, _) => "ensemble".to_string(),
-                (GraphKind::Student, Some(k)) => format!("student:{k}"),
-                (GraphKind::Student, None) => return Err(format!("{}: a student graph without an index", g.file)),
-            };
+            let label = g.tier_label().ok_or_else(|| format!("{}: a student graph without an index", g.file))?;
             let best = g.kind == GraphKind::Student && g.index == Some(m.best_student);
             let wanted = limits.tiers.contains(&label) || (best && limits.tiers.iter().any(|t| t == "student"));
             if !limits.tiers.is_empty() && !wanted {

@@ -1,0 +1,266 @@
+//! `serve eval`: scores a data split through every ONNX graph of an artifact with ONNX Runtime (what the
+//! server runs) and reports AUC, logloss and gAUC per graph beside the figures the manifest recorded at
+//! training time — the check before promoting a model, or on a new day of data.
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use ort::environment::Environment;
+use serde::Serialize;
+
+use crate::artifact::{Artifact, ArtifactError, GraphEntry, Metric};
+use crate::data::encode::{encode_file, Part};
+use crate::data::DataError;
+use crate::features::DatasetSpec;
+use crate::metrics::{auc, gauc, logloss};
+use crate::runtime::GraphSession;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("{graph}: {error}")]
+    Runtime { graph: String, error: ort::Error },
+    #[error("dataset spec '{spec}' does not match the model's encoder: {reason}")]
+    Mismatch { spec: String, reason: String },
+    #[error("{split}: no rows to evaluate (every line skipped or the file is empty)")]
+    NoRows { split: String },
+}
+
+pub struct EvalOptions {
+    pub part: Part,
+    /// Rows per ONNX Runtime call.
+    pub batch_rows: usize,
+    pub intra_threads: usize,
+    pub progress: bool,
+    /// The split's file was replaced, so the manifest's figures are for other rows.
+    pub other_file: bool,
+}
+
+/// One graph's scores on the split.
+#[derive(Debug, Serialize)]
+pub struct GraphScore {
+    /// As the server names it: `ensemble` or `student:<k>`.
+    pub graph: String,
+    pub file: String,
+    pub auc: Option<f64>,
+    pub logloss: f64,
+    pub gauc: Option<f64>,
+    /// What the manifest recorded for this split at training time (none for a replaced file or train).
+    pub recorded: Option<Metric>,
+    /// Rows scored per second of ONNX Runtime time.
+    pub rows_per_second: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EvalReport {
+    pub model: String,
+    pub version: String,
+    pub dataset: String,
+    pub split: String,
+    pub file: PathBuf,
+    pub rows: u64,
+    pub skipped_lines: u64,
+    pub first_skipped: Vec<String>,
+    pub label_mean: f64,
+    pub best_student: usize,
+    pub graphs: Vec<GraphScore>,
+}
+
+/// Encodes the split with the artifact's encoder, scores it in batches with every graph, and measures.
+pub fn evaluate(
+    env: &Environment,
+    artifact: &Artifact,
+    spec: &DatasetSpec,
+    opts: &EvalOptions,
+) -> Result<EvalReport, EvalError> {
+    check_fields(spec, artifact)?;
+    let m = &artifact.manifest;
+    let mut graphs = m
+        .graphs
+        .iter()
+        .map(|g| {
+            let path = artifact.dir.join(&g.file);
+            GraphSession::load(env, &path, &m.inputs, &artifact.encoder, opts.intra_threads)
+                .map(|s| GraphRun { session: s, probs: Vec::new(), seconds: 0.0 })
+                .map_err(|error| EvalError::Runtime { graph: g.file.clone(), error })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let width = artifact.encoder.width();
+    let group_slot = group_slot(artifact);
+    let (mut batch, mut labels, mut groups) = (Vec::with_capacity(opts.batch_rows * width), Vec::new(), Vec::new());
+    let mut failure = None;
+    let stats = encode_file(spec, &artifact.encoder, opts.part, opts.progress, |ids, label| {
+        batch.extend_from_slice(ids);
+        labels.push(label);
+        groups.extend(group_slot.map(|s| ids[s]));
+        if batch.len() >= opts.batch_rows * width {
+            score_batch(&mut graphs, &m.graphs, &mut batch, width, &mut failure)?;
+        }
+        Ok(())
+    });
+    // A graph's failure stopped the pass: report it, not the stop it caused.
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let stats = stats?;
+    score_batch(&mut graphs, &m.graphs, &mut batch, width, &mut failure)?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if labels.is_empty() {
+        return Err(EvalError::NoRows { split: opts.part.name().into() });
+    }
+    let scores = graphs
+        .iter()
+        .zip(&m.graphs)
+        .map(|(run, g)| GraphScore {
+            graph: g.tier_label().unwrap_or_else(|| g.file.clone()),
+            file: g.file.clone(),
+            auc: auc(&run.probs, &labels),
+            logloss: logloss(&run.probs, &labels),
+            gauc: group_slot.and_then(|_| gauc(&run.probs, &labels, &groups)),
+            recorded: recorded(g, opts),
+            rows_per_second: labels.len() as f64 / run.seconds.max(1e-9),
+        })
+        .collect();
+    let file = opts.part.source(spec).map(|(p, _)| p.to_path_buf()).unwrap_or_default();
+    Ok(EvalReport {
+        model: m.name.clone(),
+        version: m.version.clone(),
+        dataset: spec.name.clone(),
+        split: opts.part.name().into(),
+        file,
+        rows: labels.len() as u64,
+        skipped_lines: stats.rejects.count,
+        first_skipped: stats.rejects.first.clone(),
+        label_mean: stats.label_mean(),
+        best_student: m.best_student,
+        graphs: scores,
+    })
+}
+
+struct GraphRun {
+    session: GraphSession,
+    probs: Vec<f32>,
+    seconds: f64,
+}
+
+/// Runs the buffered rows through every graph and empties the buffer; an ORT error is kept in `failure`
+/// and stops the encoding pass.
+fn score_batch(
+    graphs: &mut [GraphRun],
+    entries: &[GraphEntry],
+    batch: &mut Vec<u32>,
+    width: usize,
+    failure: &mut Option<EvalError>,
+) -> Result<(), DataError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    for (run, g) in graphs.iter_mut().zip(entries) {
+        let start = Instant::now();
+        match run.session.run(batch, width, "probability") {
+            Ok((p, _)) => run.probs.extend_from_slice(&p),
+            Err(error) => {
+                *failure = Some(EvalError::Runtime { graph: g.file.clone(), error });
+                return Err(DataError::Spec { reason: format!("scoring with {} failed", g.file) });
+            }
+        }
+        run.seconds += start.elapsed().as_secs_f64();
+    }
+    batch.clear();
+    Ok(())
+}
+
+/// The encoder reads cell `i` as field `i`: the spec must list the encoder's fields, in its order.
+fn check_fields(spec: &DatasetSpec, artifact: &Artifact) -> Result<(), EvalError> {
+    let mismatch = |reason: String| EvalError::Mismatch { spec: spec.name.clone(), reason };
+    let want: Vec<&str> = artifact.encoder.fields.iter().map(|f| f.spec.name.as_str()).collect();
+    let have: Vec<&str> = spec.fields.iter().map(|f| f.name.as_str()).collect();
+    if let Some(i) = (0..want.len().max(have.len())).find(|&i| want.get(i) != have.get(i)) {
+        let at = |v: &[&str]| v.get(i).map_or("nothing".to_string(), |n| format!("'{n}'"));
+        return Err(mismatch(format!("field {} is {} in the spec but {} in the model", i + 1, at(&have), at(&want))));
+    }
+    for (f, e) in spec.fields.iter().zip(&artifact.encoder.fields) {
+        if f.kind != e.spec.kind {
+            return Err(mismatch(format!("field '{}' has another kind in the spec than in the model", f.name)));
+        }
+    }
+    Ok(())
+}
+
+/// The slot of the gAUC group field (its single id) in an encoded row.
+fn group_slot(artifact: &Artifact) -> Option<usize> {
+    let enc = &artifact.encoder;
+    let name = enc.group.as_deref()?;
+    enc.fields.iter().position(|f| f.spec.name == name).map(|i| enc.slots(i).start)
+}
+
+fn recorded(g: &GraphEntry, opts: &EvalOptions) -> Option<Metric> {
+    match (opts.part, opts.other_file) {
+        (_, true) | (Part::Train, _) => None,
+        (Part::Valid, false) => Some(g.valid.clone()),
+        (Part::Test, false) => g.test.clone(),
+    }
+}
+
+impl EvalReport {
+    /// One table: a row per graph, the best student marked, recorded figures and their differences.
+    pub fn render(&self) -> String {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED).set_header([
+            "graph",
+            "AUC",
+            "recorded AUC",
+            "Δ AUC",
+            "logloss",
+            "recorded logloss",
+            "gAUC",
+            "rows/s (ORT)",
+        ]);
+        let f = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x:.6}"));
+        for g in &self.graphs {
+            let best = g.graph == format!("student:{}", self.best_student);
+            let delta = g.auc.zip(g.recorded.as_ref().map(|r| r.auc)).map(|(a, r)| format!("{:+.1e}", a - r));
+            t.add_row([
+                if best { format!("{} (best)", g.graph) } else { g.graph.clone() },
+                f(g.auc),
+                f(g.recorded.as_ref().map(|r| r.auc)),
+                delta.unwrap_or_else(|| "-".into()),
+                format!("{:.6}", g.logloss),
+                f(g.recorded.as_ref().map(|r| r.logloss)),
+                f(g.gauc),
+                format!("{:.0}", g.rows_per_second),
+            ]);
+        }
+        let mut out = format!(
+            "model {} version {} on {} {} ({}): {} rows, label mean {:.4}, {} lines skipped\n{t}\n",
+            self.model,
+            self.version,
+            self.dataset,
+            self.split,
+            self.file.display(),
+            self.rows,
+            self.label_mean,
+            self.skipped_lines
+        );
+        for line in &self.first_skipped {
+            out.push_str(&format!("skipped: {line}\n"));
+        }
+        out
+    }
+}
+
+/// `dir` itself when it holds a manifest, else its newest version directory (the server's rule).
+pub fn artifact_dir(dir: &Path) -> Result<PathBuf, String> {
+    if dir.join("manifest.json").is_file() {
+        return Ok(dir.to_path_buf());
+    }
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let name =
+        dir.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("{}: not a model directory", dir.display()))?;
+    crate::serve::model::LoadedModel::latest_version(parent, name)
+}
