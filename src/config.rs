@@ -148,6 +148,43 @@ pub struct TrainConfig {
     pub name: String,
 }
 
+impl TrainConfig {
+    /// Range checks for every numeric key, naming the key: libtorch would otherwise panic on a zero-width
+    /// layer, loop forever on `batch_size = 0`, or train silently on a dropout of 1.5.
+    pub fn validate(&self) -> Result<(), String> {
+        let at_least_one = [
+            ("embedding_dim", self.embedding_dim),
+            ("cross_layers", self.cross_layers),
+            ("dhen_layers", self.dhen_layers),
+            ("batch_size", self.batch_size as i64),
+            ("max_epochs", self.max_epochs as i64),
+        ];
+        let hidden = self.hidden_units.iter().map(|&u| ("hidden_units", u));
+        if let Some((key, v)) = at_least_one.into_iter().chain(hidden).find(|&(_, v)| v < 1) {
+            return Err(format!("{key} = {v}: must be at least 1"));
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(format!("learning_rate = {}: must be a finite number > 0", self.learning_rate));
+        }
+        let non_negative = [
+            ("min_delta", self.min_delta),
+            ("max_gradient_norm", self.max_gradient_norm),
+            ("embedding_l2", self.embedding_l2),
+            ("cetnet_alpha", self.cetnet_alpha),
+            ("ka_tau", self.ka_tau),
+        ];
+        if let Some((key, v)) = non_negative.into_iter().find(|&(_, v)| !(v.is_finite() && v >= 0.0)) {
+            return Err(format!("{key} = {v}: must be a finite number ≥ 0"));
+        }
+        let dropouts = std::iter::once(("dropout", self.dropout))
+            .chain(self.student_dropouts.iter().map(|&d| ("student_dropouts", d)));
+        if let Some((key, v)) = dropouts.into_iter().find(|&(_, v)| !(0.0..1.0).contains(&v)) {
+            return Err(format!("{key} = {v}: must be a probability from 0 up to (not including) 1"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -176,6 +213,45 @@ impl Default for TrainConfig {
             cetnet_alpha: 0.1,
             ka_tau: 0.05,
             name: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrainConfig;
+
+    /// A key as written, and the change that sets it so.
+    type Case = (&'static str, fn(&mut TrainConfig));
+
+    #[test]
+    fn the_default_training_config_is_valid() {
+        assert_eq!(TrainConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn every_out_of_range_training_key_is_named() {
+        let cases: [Case; 14] = [
+            ("embedding_dim = 0", |c| c.embedding_dim = 0),
+            ("cross_layers = -1", |c| c.cross_layers = -1),
+            ("dhen_layers = 0", |c| c.dhen_layers = 0),
+            ("batch_size = 0", |c| c.batch_size = 0),
+            ("max_epochs = 0", |c| c.max_epochs = 0),
+            ("hidden_units = -5", |c| c.hidden_units = vec![400, -5]),
+            ("learning_rate = -1", |c| c.learning_rate = -1.0),
+            ("learning_rate = NaN", |c| c.learning_rate = f64::NAN),
+            ("embedding_l2 = -0.1", |c| c.embedding_l2 = -0.1),
+            ("cetnet_alpha = inf", |c| c.cetnet_alpha = f64::INFINITY),
+            ("ka_tau = -1", |c| c.ka_tau = -1.0),
+            ("max_gradient_norm = NaN", |c| c.max_gradient_norm = f64::NAN),
+            ("dropout = 1.5", |c| c.dropout = 1.5),
+            ("student_dropouts = 1", |c| c.student_dropouts = vec![0.1, 1.0, 0.1]),
+        ];
+        for (want, break_it) in cases {
+            let mut cfg = TrainConfig::default();
+            break_it(&mut cfg);
+            let err = cfg.validate().expect_err(want);
+            assert!(err.starts_with(want), "{want}: {err}");
         }
     }
 }

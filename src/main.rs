@@ -215,6 +215,8 @@ fn run_train(args: cli::TrainArgs) -> Result<()> {
         cfg.seed = s;
     }
     args.overrides.apply(&mut cfg);
+    // Refuse out-of-range keys before reading any data.
+    cfg.validate().map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
     let spec = features::DatasetSpec::load(&cfg.dataset, &args.location.data_dir)?;
     let data = data::Dataset::open(&spec, &paths::cache_dir().join("datasets"), true)?;
     tracing::info!(dataset = %spec.name, rows = data.train.rows, cached = data.from_cache, "training data ready");

@@ -60,3 +60,25 @@ fn a_file_that_is_not_onnx_runtime_is_a_one_line_error() {
     assert!(stderr.lines().any(|l| l.starts_with("error: cannot load ONNX Runtime from")), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// Keys libtorch would panic on (a zero-width layer) or loop forever on (`batch_size = 0`) are refused by
+/// name before any data is read: the dataset path here does not even exist.
+#[cfg(feature = "train")]
+#[test]
+fn out_of_range_training_keys_are_refused_by_name_before_reading_data() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, want) in [
+        ("batch_size = 0", "batch_size = 0: must be at least 1"),
+        ("hidden_units = [400, 0]", "hidden_units = 0: must be at least 1"),
+        ("learning_rate = -0.001", "learning_rate = -0.001: must be a finite number > 0"),
+        ("dropout = 1.5", "dropout = 1.5: must be a probability from 0 up to (not including) 1"),
+    ] {
+        let cfg = dir.path().join("train.toml");
+        std::fs::write(&cfg, format!("dataset = \"/nonexistent/spec.toml\"\n{key}\n")).unwrap();
+        let out = serve(&["train", "--config", cfg.to_str().unwrap(), "--quiet"]);
+        assert_eq!(out.status.code(), Some(1), "{key}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let line = format!("error: {}: {want}", cfg.display());
+        assert!(stderr.lines().any(|l| l == line), "{key}: {stderr}");
+    }
+}

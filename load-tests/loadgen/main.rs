@@ -190,7 +190,7 @@ fn drive(
             budgets: &budgets,
             arrival: sc.arrival,
             max_outstanding: sc.max_outstanding,
-            connections: Arc::new(tokio::sync::Semaphore::new(sc.connections.max(1))),
+            connections: Arc::new(tokio::sync::Semaphore::new(sc.connections)),
             timeout: Duration::from_millis(sc.timeout_ms),
             seed: sc.seed,
         };

@@ -160,6 +160,9 @@ impl Scenario {
         if self.instances_per_request == 0 {
             return Err("instances_per_request must be at least 1".into());
         }
+        if self.connections == 0 {
+            return Err("connections must be at least 1".into());
+        }
         for (i, p) in self.phases.iter().enumerate() {
             if p.rate.is_some() == p.rate_x.is_some() {
                 return Err(format!("phase {i}: give exactly one of rate and rate_x"));

@@ -86,11 +86,7 @@ pub fn train(
     let framework: Framework = cfg.framework.parse().map_err(TrainError::Config)?;
     let valid = data.valid.as_ref().ok_or_else(|| TrainError::Config("the dataset has no validation split".into()))?;
     let device = resolve_device(&cfg.device)?;
-    for (key, v) in [("max_gradient_norm", cfg.max_gradient_norm), ("min_delta", cfg.min_delta)] {
-        if !v.is_finite() || v < 0.0 {
-            return Err(TrainError::Config(format!("{key} = {v}: must be a finite number ≥ 0")));
-        }
-    }
+    cfg.validate().map_err(TrainError::Config)?;
     tch::manual_seed(cfg.seed as i64);
     crate::model::dropout::seed(cfg.seed);
     if cfg.threads > 0 {
