@@ -89,7 +89,7 @@ pub fn evaluate(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let width = artifact.encoder.width();
-    let group_slot = group_slot(artifact);
+    let group_slot = artifact.encoder.group_slot();
     let (mut batch, mut labels, mut groups) = (Vec::with_capacity(opts.batch_rows * width), Vec::new(), Vec::new());
     let mut failure = None;
     let stats = encode_file(spec, &artifact.encoder, opts.part, opts.progress, |ids, label| {
@@ -190,13 +190,6 @@ fn check_fields(spec: &DatasetSpec, artifact: &Artifact) -> Result<(), EvalError
         }
     }
     Ok(())
-}
-
-/// The slot of the gAUC group field (its single id) in an encoded row.
-fn group_slot(artifact: &Artifact) -> Option<usize> {
-    let enc = &artifact.encoder;
-    let name = enc.group.as_deref()?;
-    enc.fields.iter().position(|f| f.spec.name == name).map(|i| enc.slots(i).start)
 }
 
 fn recorded(g: &GraphEntry, opts: &EvalOptions) -> Option<Metric> {

@@ -215,6 +215,11 @@ impl Encoder {
     pub fn slots(&self, i: usize) -> std::ops::Range<usize> {
         self.offsets[i]..self.offsets[i] + self.fields[i].width()
     }
+    /// The slot of the gAUC group field (its single id) in an encoded row, when the dataset names one.
+    pub fn group_slot(&self) -> Option<usize> {
+        let name = self.group.as_deref()?;
+        self.fields.iter().position(|f| f.spec.name == name).map(|i| self.slots(i).start)
+    }
 
     /// Encodes one JSON object of raw values into `out` (length [`Self::width`]).
     pub fn encode_json_object(

@@ -97,7 +97,7 @@ pub fn train(
     let ensemble = Ensemble::from_config(&vs.root(), cfg, &layout).map_err(TrainError::Config)?;
     let mut opt = nn::Adam::default().build(&vs, cfg.learning_rate)?;
     let loss_cfg = loss::LossConfig { cetnet_alpha: cfg.cetnet_alpha };
-    let group = group_slot(data);
+    let group = data.encoder.group_slot();
     let (mut lr, mut best_auc, mut best_epoch, mut stale) = (cfg.learning_rate, f64::NEG_INFINITY, 0, 0);
     let mut best_weights = snapshot(&vs);
     let mut epochs = Vec::new();
@@ -180,13 +180,6 @@ pub fn train(
 
 fn argmax_auc(students: &[Scores]) -> usize {
     students.iter().enumerate().max_by(|a, b| a.1.auc.total_cmp(&b.1.auc)).map_or(0, |(i, _)| i)
-}
-
-/// The encoded-row slot of the group field (for gAUC), if the dataset names one.
-fn group_slot(data: &Dataset) -> Option<usize> {
-    let name = data.encoder.group.as_ref()?;
-    let i = data.encoder.fields.iter().position(|f| &f.spec.name == name)?;
-    Some(data.encoder.slots(i).start)
 }
 
 /// Scores every student and the ensemble on `split` (eval mode, no gradients).
