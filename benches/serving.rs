@@ -1,26 +1,34 @@
-//! The serving floor, shipped default model, one intra-op thread:
-//! - `ort_run/<graph>/<batch>`: ONNX Runtime alone (`GraphSession::run` on pre-encoded ids);
-//! - `in_process/<tier>/<batch>`: the server's whole path without HTTP — JSON decode, encode, route,
-//!   batcher queue and thread hand-off, run, JSON encode of the answer (`serve::http::score_body`).
+//! The serving floor, shipped default model, one intra-op thread, real frappe test rows:
+//! - `ort_run/<graph>/<rows>`: ONNX Runtime alone (`GraphSession::run` on pre-encoded ids);
+//! - `decode/<layout>/<rows>`: a request body → encoded ids, for `instances` and `context` + `candidates`
+//!   bodies, beside `value_tree` (serde_json::Value, then the encoder's JSON path: the old server's way);
+//! - `in_process/<tier>/<rows>`: the server's whole pipeline without HTTP on context + candidates bodies —
+//!   decode, encode, route, inline run or batcher hand-off, run, answer JSON (`serve::http::score_body`).
 //!
-//! The difference is the server's own overhead over raw ORT; the HTTP cost on top is in load-tests/.
+//! Throughput is in rows, so `in_process` over `ort_run` at the same size is the pipeline's share of the
+//! floor; the HTTP cost on top is in load-tests/.
 use std::path::PathBuf;
 use std::time::Instant;
 
+use axum::body::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ensemble_serve::artifact::Artifact;
 use ensemble_serve::config::ServerConfig;
-use ensemble_serve::data::instances::read_instances;
+use ensemble_serve::data::instances::{read_instances, split_context};
 use ensemble_serve::features::DatasetSpec;
 use ensemble_serve::runtime::GraphSession;
-use ensemble_serve::serve::{build_state, http::score_body, model::LoadedModel};
+use ensemble_serve::serve::decode::{decode_v1, DecodeLimits};
+use ensemble_serve::serve::{build_state, http::score_body, scoring::Call};
+use serde_json::{json, Map, Value};
 
-const BATCHES: [usize; 4] = [1, 8, 64, 256];
+/// Frappe's user and context fields: what one ranking request shares across its candidates.
+const CONTEXT: [&str; 8] = ["user", "daytime", "weekday", "isweekend", "homework", "weather", "country", "city"];
+const ROWS: [usize; 3] = [1, 165, 1024];
 
 struct Fixture {
     artifact: Artifact,
     env: &'static ort::environment::Environment,
-    rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    rows: Vec<Map<String, Value>>,
 }
 
 fn fixture() -> Option<Fixture> {
@@ -31,31 +39,71 @@ fn fixture() -> Option<Fixture> {
         return None;
     }
     let spec = DatasetSpec::load(&root.join("config/datasets/frappe_ctr.toml"), &data).expect("spec");
-    let rows = read_instances(&spec, "test", Some(256)).expect("frappe test rows").objects;
-    let dir = LoadedModel::latest_version(&root.join("models"), "default").expect("shipped default model");
+    let rows = read_instances(&spec, "test", Some(1024)).expect("frappe test rows").objects;
+    let dir = ensemble_serve::artifact::latest_version(&root.join("models"), "default").expect("shipped default model");
     let artifact = Artifact::load(&dir).expect("artifact");
     let env = ensemble_serve::runtime::init(&ensemble_serve::runtime::resolve_library(None)).expect("ONNX Runtime");
     Some(Fixture { artifact, env, rows })
 }
 
+/// A ranking body: the first row's context, and `n` real rows' item and cost as candidates.
+fn ranking_body(f: &Fixture, n: usize, tier: &str) -> Vec<u8> {
+    let (context, candidates) = split_context(&f.rows[..n], &CONTEXT);
+    serde_json::to_vec(&json!({"context": context, "candidates": candidates, "tier": tier, "latency_budget_ms": 1e3}))
+        .expect("body")
+}
+
+fn instances_body(f: &Fixture, n: usize) -> Vec<u8> {
+    serde_json::to_vec(&json!({"instances": f.rows[..n]})).expect("body")
+}
+
 fn ort_run(c: &mut Criterion, f: &Fixture) {
     let enc = &f.artifact.encoder;
     let width = enc.width();
-    let mut ids = vec![0u32; f.rows.len() * width];
-    for (i, r) in f.rows.iter().enumerate() {
-        enc.encode_json_object(r, false, &mut ids[i * width..(i + 1) * width]).expect("encodes");
-    }
+    let limits = DecodeLimits { max_rows: 1024, missing_as_oov: false };
+    let (encoded, _) = decode_v1(&instances_body(f, 1024), enc, limits).expect("rows encode");
+    let m = &f.artifact.manifest;
     let mut group = c.benchmark_group("ort_run");
-    for g in &f.artifact.manifest.graphs {
+    for g in m.graphs.iter().filter(|g| g.index.is_none() || g.index == Some(m.best_student)) {
         let path = f.artifact.dir.join(&g.file);
-        let mut s = GraphSession::load(f.env, &path, &f.artifact.manifest.inputs, enc, 1).expect("session");
+        let mut s = GraphSession::load(f.env, &path, &m.inputs, enc, 1).expect("session");
         let name = g.file.trim_end_matches(".onnx");
-        for b in BATCHES {
-            group.throughput(Throughput::Elements(b as u64));
-            group.bench_with_input(BenchmarkId::new(name, b), &b, |bench, &b| {
-                bench.iter(|| s.run(&ids[..b * width], width, "probability").expect("run").0[0])
+        for n in ROWS {
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_with_input(BenchmarkId::new(name, n), &n, |bench, &n| {
+                bench.iter(|| s.run(&encoded.ids[..n * width], width, "probability").expect("run").0[0])
             });
         }
+    }
+    group.finish();
+}
+
+fn decode(c: &mut Criterion, f: &Fixture) {
+    let enc = &f.artifact.encoder;
+    let limits = DecodeLimits { max_rows: 1024, missing_as_oov: false };
+    let mut group = c.benchmark_group("decode");
+    for n in ROWS {
+        group.throughput(Throughput::Elements(n as u64));
+        let body = instances_body(f, n);
+        group.bench_with_input(BenchmarkId::new("instances", n), &body, |b, body| {
+            b.iter(|| decode_v1(body, enc, limits).expect("decodes").0.ids.len())
+        });
+        let body = ranking_body(f, n, "auto");
+        group.bench_with_input(BenchmarkId::new("context", n), &body, |b, body| {
+            b.iter(|| decode_v1(body, enc, limits).expect("decodes").0.ids.len())
+        });
+        let body = instances_body(f, n);
+        group.bench_with_input(BenchmarkId::new("value_tree", n), &body, |b, body| {
+            b.iter(|| {
+                let v: Value = serde_json::from_slice(body).expect("JSON");
+                let rows = v["instances"].as_array().expect("instances");
+                let mut ids = vec![0u32; rows.len() * enc.width()];
+                for (row, out) in rows.iter().zip(ids.chunks_mut(enc.width())) {
+                    enc.encode_json_object(row.as_object().expect("object"), false, out).expect("encodes");
+                }
+                ids.len()
+            })
+        });
     }
     group.finish();
 }
@@ -70,16 +118,13 @@ fn in_process(c: &mut Criterion, f: &Fixture) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let mut group = c.benchmark_group("in_process");
     for tier in ["ensemble", "student"] {
-        for b in BATCHES {
-            let body = serde_json::to_vec(&serde_json::json!({
-                "instances": f.rows[..b], "tier": tier, "latency_budget_ms": 1000.0
-            }))
-            .expect("body");
-            group.throughput(Throughput::Elements(b as u64));
-            group.bench_with_input(BenchmarkId::new(tier, b), &b, |bench, _| {
+        for n in ROWS {
+            let body = Bytes::from(ranking_body(f, n, tier));
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_with_input(BenchmarkId::new(tier, n), &n, |bench, _| {
                 bench.iter(|| {
-                    let answer =
-                        rt.block_on(score_body(&state, "default", None, &body, Instant::now())).expect("scored");
+                    let call = Call { model: "default", arrival: Instant::now(), budget_header: None, timeout_header: None };
+                    let answer = rt.block_on(score_body(&state, call, body.clone())).expect("scored");
                     serde_json::to_vec(&answer).expect("answer JSON").len()
                 })
             });
@@ -91,6 +136,7 @@ fn in_process(c: &mut Criterion, f: &Fixture) {
 fn serving(c: &mut Criterion) {
     let Some(f) = fixture() else { return };
     ort_run(c, &f);
+    decode(c, &f);
     in_process(c, &f);
 }
 

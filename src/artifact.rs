@@ -130,6 +130,34 @@ pub fn input_schema(encoder: &Encoder) -> InputSchema {
     InputSchema { field_ids, sequences }
 }
 
+/// The newest version directory under `models_dir/name`: the last, in lexicographic order, of those holding
+/// a `manifest.json` (versions are UTC timestamps by default, so this is the latest).
+pub fn latest_version(models_dir: &Path, name: &str) -> Result<PathBuf, ArtifactError> {
+    let dir = models_dir.join(name);
+    let invalid = |reason: String| ArtifactError::Invalid { path: dir.clone(), reason };
+    let mut versions: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| invalid(e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("manifest.json").is_file())
+        .collect();
+    versions.sort();
+    versions.pop().ok_or_else(|| invalid("no version directory with a manifest.json".into()))
+}
+
+/// Model names under `models_dir`: its visible subdirectories, sorted.
+pub fn model_names(models_dir: &Path) -> Result<Vec<String>, ArtifactError> {
+    let entries = std::fs::read_dir(models_dir)
+        .map_err(|e| ArtifactError::Invalid { path: models_dir.to_path_buf(), reason: e.to_string() })?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// A loaded, checked artifact directory.
 pub struct Artifact {
     pub dir: PathBuf,

@@ -255,5 +255,5 @@ pub fn artifact_dir(dir: &Path) -> Result<PathBuf, String> {
     let parent = dir.parent().unwrap_or(Path::new("."));
     let name =
         dir.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("{}: not a model directory", dir.display()))?;
-    crate::serve::model::LoadedModel::latest_version(parent, name)
+    crate::artifact::latest_version(parent, name).map_err(|e| e.to_string())
 }

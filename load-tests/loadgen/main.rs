@@ -18,7 +18,6 @@ use clap::{Parser, Subcommand};
 
 use driver::{run_segments, Collected, Load, Segment};
 use ensemble_serve::artifact::Artifact;
-use ensemble_serve::serve::model::LoadedModel;
 use replay::Replay;
 use report::RunResults;
 use scenario::{Policy, Scenario};
@@ -159,7 +158,7 @@ fn spawn(args: &RunArgs, sc: &Scenario) -> Result<server::Spawned> {
 
 /// The served model's ensemble scores for every replayed row, computed in this process.
 fn offline_scores(args: &RunArgs, replay: &Replay) -> Result<Vec<f32>> {
-    let dir = LoadedModel::latest_version(&args.models_dir, &args.model).map_err(anyhow::Error::msg)?;
+    let dir = ensemble_serve::artifact::latest_version(&args.models_dir, &args.model)?;
     let artifact = Artifact::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let lib = ensemble_serve::runtime::resolve_library(args.ort_lib.as_deref());
     let env = ensemble_serve::runtime::init(&lib)?;

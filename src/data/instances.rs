@@ -40,3 +40,30 @@ pub fn read_instances(spec: &DatasetSpec, split: &str, limit: Option<usize>) -> 
     }
     Ok(Instances { objects, labels })
 }
+
+/// A ranking request's parts from real rows: the context (the `context_fields` of `rows[0]`) and one
+/// candidate per row (its other fields). Rows that share their context fields make a real ranking request;
+/// for others the context of the first row stands for all.
+pub fn split_context(rows: &[Map<String, Value>], context_fields: &[&str]) -> (Map<String, Value>, Vec<Map<String, Value>>) {
+    let context = rows
+        .first()
+        .map(|r| r.iter().filter(|(k, _)| context_fields.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let candidates = rows
+        .iter()
+        .map(|r| r.iter().filter(|(k, _)| !context_fields.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .collect();
+    (context, candidates)
+}
+
+/// The `instances` equivalent of a context + candidates request: every candidate with the context's fields.
+pub fn merge_context(context: &Map<String, Value>, candidates: &[Map<String, Value>]) -> Vec<Map<String, Value>> {
+    candidates
+        .iter()
+        .map(|c| {
+            let mut row = context.clone();
+            row.extend(c.iter().map(|(k, v)| (k.clone(), v.clone())));
+            row
+        })
+        .collect()
+}

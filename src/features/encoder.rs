@@ -215,6 +215,13 @@ impl Encoder {
     pub fn slots(&self, i: usize) -> std::ops::Range<usize> {
         self.offsets[i]..self.offsets[i] + self.fields[i].width()
     }
+    /// The index of the field named `name`, searching from `hint` on (callers pass the field after the last
+    /// match: request objects usually list fields in order, so the first comparison hits).
+    #[inline]
+    pub fn field_index(&self, name: &str, hint: usize) -> Option<usize> {
+        let n = self.fields.len();
+        (0..n).map(|k| (hint + k) % n).find(|&i| self.fields[i].spec.name == name)
+    }
     /// The slot of the gAUC group field (its single id) in an encoded row, when the dataset names one.
     pub fn group_slot(&self) -> Option<usize> {
         let name = self.group.as_deref()?;

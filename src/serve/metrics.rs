@@ -34,6 +34,7 @@ pub struct Metrics {
     pub routing: IntCounterVec,
     pub budget: IntCounterVec,
     pub rejected: IntCounterVec,
+    pub dropped: IntCounterVec,
     pub model_info: IntGaugeVec,
 }
 
@@ -111,8 +112,14 @@ impl Metrics {
             rejected: counter(
                 &r,
                 "ensemble_serve_rejected_total",
-                "Requests refused before scoring (queue full, too many in flight, invalid)",
+                "Requests refused before running: queue_full, too_many_in_flight, budget_unattainable, deadline_exceeded",
                 &["model", "reason"],
+            ),
+            dropped: counter(
+                &r,
+                "ensemble_serve_dropped_total",
+                "Queued jobs dropped before running: deadline_exceeded, client_disconnected",
+                &["model", "tier", "reason"],
             ),
             model_info: gauge(
                 &r,
@@ -139,7 +146,7 @@ impl Metrics {
     /// Creates a model's series at zero (rejections, budget outcomes, queue depth per tier), so dashboards
     /// and `rate()` see them before the first event instead of a missing series.
     fn init_model(&self, model: &str, tiers: &[&str]) {
-        for reason in ["too_many_in_flight", "queue_full", "budget_unattainable"] {
+        for reason in ["too_many_in_flight", "queue_full", "budget_unattainable", "deadline_exceeded"] {
             self.rejected.with_label_values(&[model, reason]);
         }
         for tier in tiers {
@@ -147,6 +154,9 @@ impl Metrics {
                 self.budget.with_label_values(&[model, tier, outcome]);
             }
             self.queue_depth.with_label_values(&[model, tier]);
+            for reason in ["deadline_exceeded", "client_disconnected"] {
+                self.dropped.with_label_values(&[model, tier, reason]);
+            }
         }
     }
 

@@ -2,24 +2,26 @@
 //! an axum HTTP surface, Prometheus metrics, graceful shutdown.
 pub mod arrival;
 pub mod batcher;
+mod cooldown;
+pub mod decode;
+pub mod error;
 pub mod http;
 pub mod idle_spin;
 pub mod metrics;
-pub mod model;
 pub mod probe;
-pub mod reload;
-pub mod v2;
+pub mod registry;
+pub mod router;
+pub mod scoring;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use crate::config::ServerConfig;
-use http::{AppState, RequestLimits};
-use model::{BatchLimits, LoadedModel};
+use http::AppState;
+use registry::{BatchLimits, Registry};
+use scoring::{Limits, Scorer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -52,61 +54,29 @@ pub fn batch_limits(cfg: &ServerConfig) -> Result<BatchLimits, ServeError> {
     })
 }
 
-/// Loads the latest version of every model under `models_dir` (the default model must be among them).
-pub fn load_models(
-    env: &ort::environment::Environment,
-    cfg: &ServerConfig,
-    metrics: &Arc<metrics::Metrics>,
-) -> Result<HashMap<String, Arc<LoadedModel>>, ServeError> {
-    let limits = batch_limits(cfg)?;
-    let names =
-        reload::model_names(cfg).map_err(|reason| ServeError::Model { name: cfg.default_model.clone(), reason })?;
-    if !names.contains(&cfg.default_model) {
-        return Err(ServeError::Model {
-            name: cfg.default_model.clone(),
-            reason: format!("not found under {} (train and export one with `serve train`)", cfg.models_dir.display()),
-        });
-    }
-    let mut models = HashMap::new();
-    for name in names {
-        let err = |reason: String| ServeError::Model { name: name.clone(), reason };
-        let dir = LoadedModel::latest_version(&cfg.models_dir, &name).map_err(err)?;
-        let m = LoadedModel::load(env, &dir, &limits, metrics).map_err(err)?;
-        m.publish(metrics);
-        let tiers: Vec<String> = m
-            .tiers
-            .iter()
-            .map(|t| format!("{} (AUC {:.4}{})", t.label, t.valid_auc, if t.routable { "" } else { ", forced only" }))
-            .collect();
-        tracing::info!(model = %name, version = %m.version, provider = %m.execution_provider, tiers = %tiers.join(", "), "model loaded");
-        models.insert(name, Arc::new(m));
-    }
-    Ok(models)
-}
-
 /// The shared state every handler sees: models loaded, batchers running, limits from `cfg`.
 pub fn build_state(
     env: &'static ort::environment::Environment,
     cfg: &ServerConfig,
 ) -> Result<Arc<AppState>, ServeError> {
     let metrics = Arc::new(metrics::Metrics::new());
-    let models = load_models(env, cfg, &metrics)?;
-    let reloader = reload::Reloader { env, cfg: cfg.clone(), limits: batch_limits(cfg)?, lock: Default::default() };
-    Ok(Arc::new(AppState {
-        models: ArcSwap::from_pointee(models),
-        reloader,
-        admin_token: cfg.admin_token.clone(),
-        default_model: cfg.default_model.clone(),
+    let registry = Registry::load(env, &cfg.models_dir, &cfg.default_model, batch_limits(cfg)?, metrics.clone())
+        .map_err(|e| match e {
+            registry::RegistryError::Model { name, reason } => ServeError::Model { name, reason },
+        })?;
+    let scorer = Scorer {
+        registry,
         metrics,
         in_flight: Arc::new(Semaphore::new(cfg.max_in_flight)),
-        limits: RequestLimits {
+        limits: Limits {
             max_instances: cfg.max_instances,
             default_budget_ms: cfg.default_budget_ms,
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             missing_as_oov: cfg.missing_as_oov,
             shed_on_overload: cfg.shed_on_overload,
         },
-    }))
+    };
+    Ok(Arc::new(AppState { scorer, admin_token: cfg.admin_token.clone(), default_model: cfg.default_model.clone() }))
 }
 
 /// Serves until SIGINT/SIGTERM, then stops accepting, lets in-flight requests finish and returns.
@@ -135,7 +105,7 @@ pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfi
 async fn reload_on_sighup(state: Arc<AppState>) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
     while hup.recv().await.is_some() {
-        let outcomes = reload::reload(&state, &state.reloader).await;
+        let outcomes = state.scorer.registry.reload().await;
         tracing::info!(?outcomes, "SIGHUP reload");
     }
 }

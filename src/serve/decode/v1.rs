@@ -1,0 +1,93 @@
+//! The `/v1/score` body: `instances`, or `context` + `candidates`, with the request's options.
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+
+use super::{DecodeLimits, Encoded, RowsBuilder};
+use crate::features::Encoder;
+use crate::serve::error::ScoringError;
+
+/// Options a body may carry beside its rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BodyOptions {
+    pub latency_budget_ms: Option<f64>,
+    pub tier: Option<String>,
+    pub timeout_ms: Option<f64>,
+}
+
+const KEYS: &[&str] = &["instances", "context", "candidates", "latency_budget_ms", "tier", "timeout_ms"];
+
+/// Decodes and encodes a `/v1/score` body in one pass.
+pub fn decode_v1(body: &[u8], enc: &Encoder, limits: DecodeLimits) -> Result<(Encoded, BodyOptions), ScoringError> {
+    let mut builder = RowsBuilder::new(enc, "instances");
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = BodySeed { builder: &mut builder, limits }.deserialize(&mut de).and_then(|o| de.end().map(|_| o));
+    let (options, seen) = parsed.map_err(|e| builder.take_failure(&e))?;
+    match (seen.instances, seen.candidates, seen.context) {
+        (true, true, _) => return Err(bad("give either 'instances' or 'context' + 'candidates', not both")),
+        (true, false, true) => return Err(bad("'context' goes with 'candidates', not 'instances'")),
+        (false, false, true) => return Err(bad("'context' needs 'candidates'")),
+        (false, false, false) => return Err(bad("missing field `instances` (or `context` + `candidates`)")),
+        _ => {}
+    }
+    Ok((builder.finish(limits.missing_as_oov)?, options))
+}
+
+fn bad(msg: &str) -> ScoringError {
+    ScoringError::InvalidRequest(msg.to_string())
+}
+
+#[derive(Default)]
+struct Seen {
+    instances: bool,
+    candidates: bool,
+    context: bool,
+}
+
+struct BodySeed<'b, 'e> {
+    builder: &'b mut RowsBuilder<'e>,
+    limits: DecodeLimits,
+}
+
+impl<'de> DeserializeSeed<'de> for BodySeed<'_, '_> {
+    type Value = (BodyOptions, Seen);
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed<'_, '_> {
+    type Value = (BodyOptions, Seen);
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a scoring request object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut options, mut seen) = (BodyOptions::default(), Seen::default());
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "instances" | "candidates" if seen.instances || seen.candidates => {
+                    return Err(serde::de::Error::custom(format!("duplicate rows field `{key}`")));
+                }
+                "instances" => {
+                    seen.instances = true;
+                    map.next_value_seed(self.builder.rows_seed(self.limits.max_rows))?;
+                }
+                "candidates" => {
+                    seen.candidates = true;
+                    self.builder.what = "candidates";
+                    map.next_value_seed(self.builder.rows_seed(self.limits.max_rows))?;
+                }
+                "context" if seen.context => return Err(serde::de::Error::duplicate_field("context")),
+                "context" => {
+                    seen.context = true;
+                    map.next_value_seed(self.builder.context_seed())?;
+                }
+                "latency_budget_ms" => options.latency_budget_ms = map.next_value()?,
+                "tier" => options.tier = map.next_value()?,
+                "timeout_ms" => options.timeout_ms = map.next_value()?,
+                other => return Err(serde::de::Error::unknown_field(other, KEYS)),
+            }
+        }
+        Ok((options, seen))
+    }
+}

@@ -1,0 +1,147 @@
+//! KServe v2 / Open Inference Protocol: model metadata, readiness, a Triton-style config, and `infer` with
+//! one BYTES (or number) tensor per feature, scored through the same pipeline as `/v1/score`. Errors are the
+//! protocol's `{"error": "<message>"}`.
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+
+use super::{arrival, body_bytes, call, AppState};
+use crate::features::Encoder;
+use crate::serve::arrival::RxClock;
+use crate::serve::decode::{decode_v2, BodyOptions, DecodeLimits, Encoded, V2Meta};
+use crate::serve::error::ScoringError;
+use crate::serve::registry::LoadedModel;
+use crate::serve::scoring::Decode;
+
+/// A v2 error answer. The protocol (and Triton) answer a request they cannot use with 400, not 422.
+struct V2Error(ScoringError);
+
+impl IntoResponse for V2Error {
+    fn into_response(self) -> Response {
+        let status = match self.0.status() {
+            422 => StatusCode::BAD_REQUEST,
+            s => StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        };
+        (status, Json(json!({"error": self.0.to_string()}))).into_response()
+    }
+}
+
+fn model_or_404(s: &AppState, name: &str) -> Result<Arc<LoadedModel>, V2Error> {
+    s.scorer.registry.get(name).ok_or_else(|| V2Error(ScoringError::UnknownModel(name.to_string())))
+}
+
+pub(super) async fn metadata(State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    let m = match model_or_404(&s, &name) {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
+    let inputs: Vec<Value> = m
+        .artifact
+        .encoder
+        .fields
+        .iter()
+        .map(|f| json!({"name": f.spec.name, "datatype": "BYTES", "shape": [-1]}))
+        .collect();
+    Json(json!({
+        "name": m.name,
+        "versions": [m.version],
+        "platform": "ensemble-serve_onnxruntime",
+        "inputs": inputs,
+        "outputs": [{"name": "probability", "datatype": "FP32", "shape": [-1, 1]}],
+    }))
+    .into_response()
+}
+
+pub(super) async fn model_ready(State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    match model_or_404(&s, &name) {
+        Ok(m) => Json(json!({"name": m.name, "ready": true})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub(super) async fn config(State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    let m = match model_or_404(&s, &name) {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
+    let b = &m.tiers[0].batcher;
+    let input: Vec<Value> = m
+        .artifact
+        .encoder
+        .fields
+        .iter()
+        .map(|f| json!({"name": f.spec.name, "data_type": "TYPE_STRING", "dims": [1]}))
+        .collect();
+    let kind = if m.execution_provider == crate::runtime::Provider::Cuda { "KIND_GPU" } else { "KIND_CPU" };
+    Json(json!({
+        "name": m.name,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "version_policy": {"latest": {"num_versions": 1}},
+        "max_batch_size": b.max_batch_rows,
+        "input": input,
+        "output": [{"name": "probability", "data_type": "TYPE_FP32", "dims": [1]}],
+        "dynamic_batching": {"max_queue_delay_microseconds": b.max_queue_delay.as_micros() as u64},
+        "instance_group": [{"count": 1, "kind": kind}],
+        "parameters": {"tiers": {"string_value": m.tiers.iter().map(|t| t.label.clone()).collect::<Vec<_>>().join(",")}},
+    }))
+    .into_response()
+}
+
+/// A v2 JSON body for the pipeline.
+struct V2Body(Result<Bytes, ScoringError>);
+
+impl Decode for V2Body {
+    type Extra = V2Meta;
+    fn decode(self, enc: &Encoder, limits: DecodeLimits) -> Result<(Encoded, BodyOptions, V2Meta), ScoringError> {
+        decode_v2(&self.0?, enc, limits)
+    }
+}
+
+/// Serialised with f32 numbers, so probabilities print exactly as in v1 answers.
+#[derive(serde::Serialize)]
+struct V2Response {
+    model_name: String,
+    model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    parameters: Value,
+    outputs: [V2Output; 1],
+}
+
+#[derive(serde::Serialize)]
+struct V2Output {
+    name: &'static str,
+    datatype: &'static str,
+    shape: [usize; 2],
+    data: Vec<f32>,
+}
+
+/// Open Inference Protocol infer: one input tensor per field, `probability` FP32 [N, 1] out.
+pub(super) async fn infer(
+    State(s): State<Arc<AppState>>,
+    conn: Option<Extension<ConnectInfo<RxClock>>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (out, meta) = match s.scorer.score(call(&name, arrival(conn), &headers), V2Body(body_bytes(body))).await {
+        Ok(r) => r,
+        Err(e) => return V2Error(e).into_response(),
+    };
+    let rows = out.probabilities.len();
+    Json(V2Response {
+        model_name: out.model,
+        model_version: out.version,
+        id: meta.id,
+        parameters: json!({"served_by": out.tier, "server_time_us": out.server_us.round()}),
+        outputs: [V2Output { name: "probability", datatype: "FP32", shape: [rows, 1], data: out.probabilities }],
+    })
+    .into_response()
+}

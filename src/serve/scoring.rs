@@ -1,0 +1,220 @@
+//! The one scoring pipeline every front end calls: admission → decoding and encoding → validation →
+//! deadline → routing → inline or queued run → metrics. Front ends only turn their protocol into a
+//! [`Call`] plus a body decoder, and a [`Scored`] or [`ScoringError`] back into their protocol.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use super::batcher::{JobError, JobReply, SubmitError};
+use super::decode::{BodyOptions, DecodeLimits, Encoded};
+use super::error::ScoringError;
+use super::metrics::Metrics;
+use super::registry::{LoadedModel, Registry, Route};
+use super::router::{RouteReason, TierRequest};
+use crate::features::Encoder;
+
+/// Per-request limits and defaults from the server config.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_instances: usize,
+    pub default_budget_ms: f64,
+    /// The ceiling of every request's deadline.
+    pub request_timeout: Duration,
+    pub missing_as_oov: bool,
+    pub shed_on_overload: bool,
+}
+
+/// Turns a front end's body into encoded rows with the model's encoder; `Extra` is what the front end
+/// needs back for its answer (KServe v2's `id`).
+pub trait Decode {
+    type Extra;
+    fn decode(self, enc: &Encoder, limits: DecodeLimits) -> Result<(Encoded, BodyOptions, Self::Extra), ScoringError>;
+}
+
+/// One request as a front end hands it over.
+pub struct Call<'a> {
+    pub model: &'a str,
+    /// When its bytes reached the server (the kernel's receive time where known).
+    pub arrival: Instant,
+    /// Raw header values (`X-Latency-Budget-Ms`, `X-Request-Timeout-Ms`); the body's options win.
+    pub budget_header: Option<&'a str>,
+    pub timeout_header: Option<&'a str>,
+}
+
+/// A scored request.
+#[derive(Debug)]
+pub struct Scored {
+    pub model: String,
+    pub version: String,
+    pub tier: String,
+    pub graph: String,
+    pub probabilities: Vec<f32>,
+    pub server_us: f64,
+    pub queue_us: f64,
+    pub run_us: f64,
+    pub batch_rows: usize,
+    pub budget_ms: f64,
+    pub budget_met: bool,
+    pub predicted_miss: bool,
+}
+
+pub struct Scorer {
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    pub in_flight: Arc<Semaphore>,
+    pub limits: Limits,
+}
+
+impl Scorer {
+    /// Scores one request and records its outcome, whatever it is, once.
+    pub async fn score<D: Decode>(&self, call: Call<'_>, body: D) -> Result<(Scored, D::Extra), ScoringError> {
+        let result = self.pipeline(&call, body).await;
+        self.record(call.model, result.as_ref().map(|(s, _)| s));
+        result
+    }
+
+    async fn pipeline<D: Decode>(&self, call: &Call<'_>, body: D) -> Result<(Scored, D::Extra), ScoringError> {
+        let _permit = self.in_flight.clone().try_acquire_owned().map_err(|_| ScoringError::Overloaded)?;
+        let header_timeout = header_number(call.timeout_header, "X-Request-Timeout-Ms", ScoringError::InvalidTimeout)?;
+        if header_timeout.is_some_and(|ms| ms.is_nan() || ms < 0.0) {
+            return Err(ScoringError::InvalidTimeout("X-Request-Timeout-Ms must be a non-negative number".into()));
+        }
+        if header_timeout.is_some_and(|ms| deadline(call.arrival, ms, Duration::MAX) <= Instant::now()) {
+            return Err(ScoringError::DeadlineExceeded { while_queued: false });
+        }
+        let model = self.registry.get(call.model).ok_or_else(|| ScoringError::UnknownModel(call.model.into()))?;
+        let limits = DecodeLimits { max_rows: self.limits.max_instances, missing_as_oov: self.limits.missing_as_oov };
+        let (encoded, options, extra) = body.decode(&model.artifact.encoder, limits)?;
+        let request = self.validate(call, &options, header_timeout)?;
+        let deadline = deadline(call.arrival, request.timeout_ms, self.limits.request_timeout);
+        if deadline <= Instant::now() {
+            return Err(ScoringError::DeadlineExceeded { while_queued: false });
+        }
+        self.metrics.arrival_wait_us.with_label_values(&[call.model]).observe(us_since(call.arrival));
+        let route = self.route(&model, &request, encoded.rows)?;
+        self.metrics.routing.with_label_values(&[call.model, &route.tier.label, route.reason.as_str()]).inc();
+        let reply = run(&route, encoded, deadline).await?;
+        let server_us = us_since(call.arrival);
+        let scored = Scored {
+            model: model.name.clone(),
+            version: model.version.clone(),
+            tier: route.tier.label.clone(),
+            graph: route.tier.file.clone(),
+            probabilities: reply.probabilities,
+            server_us,
+            queue_us: reply.queue_us,
+            run_us: reply.run_us,
+            batch_rows: reply.batch_rows,
+            budget_ms: request.budget_ms,
+            budget_met: server_us <= request.budget_ms * 1000.0,
+            predicted_miss: route.reason == RouteReason::Fallback,
+        };
+        Ok((scored, extra))
+    }
+
+    /// The request's budget, tier and timeout: from the body, else its headers, else the server defaults.
+    fn validate(
+        &self,
+        call: &Call<'_>,
+        options: &BodyOptions,
+        header_timeout: Option<f64>,
+    ) -> Result<Request, ScoringError> {
+        let header_budget = header_number(call.budget_header, "X-Latency-Budget-Ms", ScoringError::InvalidBudget)?;
+        let budget_ms = options.latency_budget_ms.or(header_budget).unwrap_or(self.limits.default_budget_ms);
+        if !budget_ms.is_finite() || budget_ms < 0.0 {
+            let msg = format!("latency budget {budget_ms} ms must be a non-negative number");
+            return Err(ScoringError::InvalidBudget(msg));
+        }
+        let timeout_ms = options.timeout_ms.or(header_timeout).unwrap_or(f64::INFINITY);
+        if timeout_ms.is_nan() || timeout_ms < 0.0 {
+            return Err(ScoringError::InvalidTimeout(format!("timeout {timeout_ms} ms must be a non-negative number")));
+        }
+        let tier = options.tier.as_deref().unwrap_or("auto");
+        let tier = tier.parse::<TierRequest>().map_err(|e| ScoringError::InvalidTier(e.to_string()))?;
+        Ok(Request { budget_ms, timeout_ms, tier })
+    }
+
+    /// The tier to run on; with shedding on, a predicted miss that an idle server would meet is refused.
+    fn route<'m>(&self, model: &'m LoadedModel, r: &Request, rows: usize) -> Result<Route<'m>, ScoringError> {
+        let budget_us = r.budget_ms * 1000.0;
+        let route = model
+            .route(r.tier, rows, budget_us)
+            .ok_or_else(|| ScoringError::InvalidTier(format!("no tier '{:?}' in this model", r.tier)))?;
+        let idle_fit = || route.tier.batcher.estimator.run_us(rows) <= budget_us;
+        if self.limits.shed_on_overload && route.reason == RouteReason::Fallback && idle_fit() {
+            return Err(ScoringError::BudgetUnattainable { budget_ms: r.budget_ms, fastest_ms: route.estimate_us / 1e3 });
+        }
+        Ok(route)
+    }
+
+    /// Counts the outcome: status, tier, server time, budget, and refusals by reason.
+    fn record(&self, model: &str, outcome: Result<&Scored, &ScoringError>) {
+        let m = &self.metrics;
+        match outcome {
+            Ok(s) => {
+                m.requests.with_label_values(&[model, &s.tier, "200"]).inc();
+                m.request_us.with_label_values(&[model, &s.tier]).observe(s.server_us);
+                let met = if s.budget_met { "met" } else { "missed" };
+                m.budget.with_label_values(&[model, &s.tier, met]).inc();
+            }
+            Err(e) => {
+                m.requests.with_label_values(&[model, "none", itoa::Buffer::new().format(e.status())]).inc();
+                if let Some(reason) = e.rejection() {
+                    m.rejected.with_label_values(&[model, reason]).inc();
+                }
+            }
+        }
+    }
+}
+
+/// A validated request's routing inputs.
+struct Request {
+    budget_ms: f64,
+    timeout_ms: f64,
+    tier: TierRequest,
+}
+
+/// Runs inline when the graph is idle and the request small, else queues it and awaits its batch; the wait
+/// ends at the deadline (the batcher then drops the job unrun).
+async fn run(route: &Route<'_>, encoded: Encoded, deadline: Instant) -> Result<super::batcher::JobResult, ScoringError> {
+    let batcher = &route.tier.batcher;
+    let reply: JobReply = match batcher.try_run_inline(&encoded.ids, encoded.rows) {
+        Some(r) => r,
+        None => {
+            let rx = batcher.submit(encoded.ids, encoded.rows, deadline).map_err(|e| match e {
+                SubmitError::QueueFull => ScoringError::QueueFull,
+                SubmitError::Stopped => ScoringError::Stopped,
+            })?;
+            match tokio::time::timeout_at(deadline.into(), rx).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(_)) => return Err(ScoringError::Stopped),
+                Err(_) => return Err(ScoringError::DeadlineExceeded { while_queued: true }),
+            }
+        }
+    };
+    reply.map_err(|e| match e {
+        JobError::DeadlineExceeded => ScoringError::DeadlineExceeded { while_queued: true },
+        JobError::Inference(msg) => ScoringError::Inference(msg),
+    })
+}
+
+/// `arrival + min(timeout_ms, ceiling)`; a timeout too large for an `Instant` is the ceiling.
+fn deadline(arrival: Instant, timeout_ms: f64, ceiling: Duration) -> Instant {
+    let timeout = Duration::try_from_secs_f64(timeout_ms / 1e3).unwrap_or(Duration::MAX).min(ceiling);
+    arrival.checked_add(timeout).unwrap_or_else(|| arrival + Duration::from_secs(86_400 * 365))
+}
+
+fn us_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e6
+}
+
+/// A header holding a number of milliseconds.
+fn header_number(
+    value: Option<&str>,
+    name: &str,
+    err: fn(String) -> ScoringError,
+) -> Result<Option<f64>, ScoringError> {
+    let Some(text) = value else { return Ok(None) };
+    text.trim().parse::<f64>().map(Some).map_err(|_| err(format!("{name} '{text}' is not a number")))
+}
