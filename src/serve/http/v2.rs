@@ -19,15 +19,12 @@ use crate::serve::error::ScoringError;
 use crate::serve::registry::LoadedModel;
 use crate::serve::scoring::Decode;
 
-/// A v2 error answer. The protocol (and Triton) answer a request they cannot use with 400, not 422.
+/// A v2 error answer: the scoring error's status, the protocol's body.
 struct V2Error(ScoringError);
 
 impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
-        let status = match self.0.status() {
-            422 => StatusCode::BAD_REQUEST,
-            s => StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        };
+        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         (status, Json(json!({"error": self.0.to_string()}))).into_response()
     }
 }
