@@ -123,7 +123,8 @@ fn in_process(c: &mut Criterion, f: &Fixture) {
             group.throughput(Throughput::Elements(n as u64));
             group.bench_with_input(BenchmarkId::new(tier, n), &n, |bench, _| {
                 bench.iter(|| {
-                    let call = Call { model: "default", arrival: Instant::now(), budget_header: None, timeout_header: None };
+                    let call =
+                        Call { model: "default", arrival: Instant::now(), budget_header: None, timeout_header: None };
                     let answer = rt.block_on(score_body(&state, call, body.clone())).expect("scored");
                     serde_json::to_vec(&answer).expect("answer JSON").len()
                 })

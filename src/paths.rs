@@ -1,5 +1,6 @@
-//! Where things live by default: the per-user cache and the real-data directory.
-use std::path::PathBuf;
+//! Where things live by default (the per-user cache, the real-data directory), and how files are written.
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
 /// `${ENSEMBLE_SERVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ensemble-serve}`, the same rule as `scripts/setup`.
 pub fn cache_dir() -> PathBuf {
@@ -21,4 +22,17 @@ pub fn default_ort_library() -> PathBuf {
 /// Real CTR data: `$CTR_DATA_DIR`, else `../shared/data` relative to the working directory.
 pub fn data_dir() -> PathBuf {
     std::env::var_os("CTR_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/data"))
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    // tempfile creates 0600; artifacts are meant to be read by other users (e.g. a container's).
+    tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }

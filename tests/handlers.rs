@@ -20,13 +20,15 @@ async fn a_field_in_both_context_and_candidates_or_in_neither_is_a_422_naming_it
     let router = common::app::router(&common::app::shipped());
     let (context, mut candidates) = split_context(&rows, &CONTEXT);
     candidates[2].insert("weather".into(), json!("sunny"));
-    let (status, v) = common::app::post(&router, "/v1/score", &json!({"context": context, "candidates": candidates})).await;
+    let (status, v) =
+        common::app::post(&router, "/v1/score", &json!({"context": context, "candidates": candidates})).await;
     assert_eq!((status, v["error"]["code"].as_str()), (422, Some("field_in_both")), "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("'weather'"), "{v}");
 
     let (mut context, candidates) = split_context(&rows, &CONTEXT);
     context.remove("city");
-    let (status, v) = common::app::post(&router, "/v1/score", &json!({"context": context, "candidates": candidates})).await;
+    let (status, v) =
+        common::app::post(&router, "/v1/score", &json!({"context": context, "candidates": candidates})).await;
     assert_eq!((status, v["error"]["code"].as_str()), (422, Some("invalid_instance")), "{v}");
     assert_eq!(v["error"]["message"], "candidates[0]: field 'city' is missing", "{v}");
 
@@ -67,7 +69,8 @@ async fn kserve_v2_inputs_of_shape_1_broadcast_like_a_v1_context() {
     let v1 = json!({"context": context, "candidates": candidates, "tier": "ensemble", "latency_budget_ms": 1e4});
     let (status, a) = common::app::post(&router, "/v1/score", &v1).await;
     assert_eq!(status, 200, "{a}");
-    let (status, b) = common::app::post(&router, "/v2/models/default/infer", &v2_body(&context, &candidates, "ensemble")).await;
+    let (status, b) =
+        common::app::post(&router, "/v2/models/default/infer", &v2_body(&context, &candidates, "ensemble")).await;
     assert_eq!(status, 200, "{b}");
     assert_eq!(b["outputs"][0]["shape"], json!([165, 1]));
     assert!(b.get("id").is_none(), "no id sent, none echoed: {b}");
@@ -78,9 +81,22 @@ async fn kserve_v2_inputs_of_shape_1_broadcast_like_a_v1_context() {
 
 /// The counters a dashboard reads, as text lines (histogram timings differ run to run and are left out).
 fn counters(state: &ensemble_serve::serve::http::AppState) -> Vec<String> {
-    let keep = ["ensemble_serve_requests_total", "ensemble_serve_rejected_total", "ensemble_serve_routing_decisions_total",
-        "ensemble_serve_dropped_total", "ensemble_serve_budget_total", "ensemble_serve_batch_size_rows_sum"];
-    state.scorer.metrics.render().lines().filter(|l| keep.iter().any(|k| l.starts_with(k))).map(str::to_string).collect()
+    let keep = [
+        "ensemble_serve_requests_total",
+        "ensemble_serve_rejected_total",
+        "ensemble_serve_routing_decisions_total",
+        "ensemble_serve_dropped_total",
+        "ensemble_serve_budget_total",
+        "ensemble_serve_batch_size_rows_sum",
+    ];
+    state
+        .scorer
+        .metrics
+        .render()
+        .lines()
+        .filter(|l| keep.iter().any(|k| l.starts_with(k)))
+        .map(str::to_string)
+        .collect()
 }
 
 #[tokio::test]
@@ -92,8 +108,12 @@ async fn v1_and_v2_record_identical_metrics_for_identical_outcomes() {
     let (v1_state, v2_state) = (common::app::shipped(), common::app::shipped());
     let (v1, v2) = (common::app::router(&v1_state), common::app::router(&v2_state));
     // Scored on the ensemble, scored on the best student, a missing field, an unknown model, a dead deadline.
-    for (tier, ctx, model) in [("ensemble", &context, "default"), ("student", &context, "default"),
-        ("ensemble", &no_city, "default"), ("ensemble", &context, "nope")] {
+    for (tier, ctx, model) in [
+        ("ensemble", &context, "default"),
+        ("student", &context, "default"),
+        ("ensemble", &no_city, "default"),
+        ("ensemble", &context, "nope"),
+    ] {
         let body = json!({"context": ctx, "candidates": candidates, "tier": tier, "latency_budget_ms": 1e4});
         let uri = if model == "default" { "/v1/score".to_string() } else { format!("/v1/models/{model}/score") };
         let a = common::app::post(&v1, &uri, &body).await.0;
@@ -103,9 +123,14 @@ async fn v1_and_v2_record_identical_metrics_for_identical_outcomes() {
     let late = [("x-request-timeout-ms", "0")];
     let body = json!({"context": context, "candidates": candidates});
     common::app::send(&v1, "POST", "/v1/score", Some(&body), &late).await;
-    common::app::send(&v2, "POST", "/v2/models/default/infer", Some(&v2_body(&context, &candidates, "auto")), &late).await;
+    common::app::send(&v2, "POST", "/v2/models/default/infer", Some(&v2_body(&context, &candidates, "auto")), &late)
+        .await;
     assert_eq!(counters(&v1_state), counters(&v2_state));
-    assert!(counters(&v1_state).iter().any(|l| l.contains("reason=\"deadline_exceeded\"} 1")), "{:?}", counters(&v1_state));
+    assert!(
+        counters(&v1_state).iter().any(|l| l.contains("reason=\"deadline_exceeded\"} 1")),
+        "{:?}",
+        counters(&v1_state)
+    );
 }
 
 #[tokio::test]
@@ -123,6 +148,7 @@ async fn a_deadline_that_passed_on_arrival_is_a_504_and_runs_no_rows() {
     let (status, _) = common::app::send(&router, "POST", "/v1/score", Some(&body), &header).await;
     assert_eq!(status, 504);
     assert_eq!(common::app::metric_sum(&state, "ensemble_serve_batch_size_rows_sum"), rows_before);
-    let (status, v) = common::app::send(&router, "POST", "/v1/score", Some(&body), &[("x-request-timeout-ms", "soon")]).await;
+    let (status, v) =
+        common::app::send(&router, "POST", "/v1/score", Some(&body), &[("x-request-timeout-ms", "soon")]).await;
     assert_eq!((status, v["error"]["code"].as_str()), (422, Some("invalid_timeout")), "{v}");
 }

@@ -44,14 +44,27 @@ pub fn read_instances(spec: &DatasetSpec, split: &str, limit: Option<usize>) -> 
 /// A ranking request's parts from real rows: the context (the `context_fields` of `rows[0]`) and one
 /// candidate per row (its other fields). Rows that share their context fields make a real ranking request;
 /// for others the context of the first row stands for all.
-pub fn split_context(rows: &[Map<String, Value>], context_fields: &[&str]) -> (Map<String, Value>, Vec<Map<String, Value>>) {
+pub fn split_context(
+    rows: &[Map<String, Value>],
+    context_fields: &[&str],
+) -> (Map<String, Value>, Vec<Map<String, Value>>) {
     let context = rows
         .first()
-        .map(|r| r.iter().filter(|(k, _)| context_fields.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .map(|r| {
+            r.iter()
+                .filter(|(k, _)| context_fields.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     let candidates = rows
         .iter()
-        .map(|r| r.iter().filter(|(k, _)| !context_fields.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .map(|r| {
+            r.iter()
+                .filter(|(k, _)| !context_fields.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
         .collect();
     (context, candidates)
 }

@@ -8,7 +8,7 @@ pub mod raw;
 pub mod reader;
 pub mod synth;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -64,18 +64,7 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    // tempfile creates 0600; artifacts are meant to be read by other users (e.g. a container's).
-    tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
+pub use crate::paths::atomic_write;
 
 /// A progress bar over bytes read, hidden when stderr is not a terminal.
 pub fn byte_progress(label: &str, total: u64) -> indicatif::ProgressBar {

@@ -252,7 +252,7 @@ impl Encoder {
     pub fn save(&self, path: &Path) -> Result<(), FeatureError> {
         let file = EncoderFile::from(self);
         let bytes = serde_json::to_vec(&file).expect("encoder serialises");
-        crate::data::atomic_write(path, &bytes).map_err(|e| FeatureError::Io { path: path.into(), error: e })
+        crate::paths::atomic_write(path, &bytes).map_err(|e| FeatureError::Io { path: path.into(), error: e })
     }
 
     pub fn load(path: &Path) -> Result<Self, FeatureError> {

@@ -3,7 +3,7 @@
 use tch::{nn, Tensor};
 
 use super::layers::{linear, Dense, Head, Mlp};
-use super::{Student, StudentConfig};
+use super::student::{Student, StudentConfig};
 use crate::onnx::builder::attr_int;
 use crate::onnx::GraphBuilder;
 

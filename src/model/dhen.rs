@@ -10,7 +10,7 @@ use tch::{nn, Kind, Tensor};
 
 use super::embedding::to_vec;
 use super::layers::{linear, Dense, Head, Mlp};
-use super::{Student, StudentConfig};
+use super::student::{Student, StudentConfig};
 use crate::onnx::builder::{attr_float, attr_int, attr_ints};
 use crate::onnx::GraphBuilder;
 

@@ -7,7 +7,7 @@ use tch::{nn, nn::ModuleT, Tensor};
 
 use super::embedding::to_vec;
 use super::layers::{Dense, Head};
-use super::{Student, StudentConfig};
+use super::student::{Student, StudentConfig};
 use crate::onnx::builder::{attr_float, attr_int};
 use crate::onnx::GraphBuilder;
 

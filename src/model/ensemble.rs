@@ -2,9 +2,10 @@
 //! emission of the whole graph and of each student alone.
 use tch::{nn, Kind, Tensor};
 
+use super::build_student;
 use super::embedding::{FieldEmbedding, FieldLayout};
 use super::layers::Dense;
-use super::{build_student, Student, StudentConfig};
+use super::student::{Student, StudentConfig};
 use crate::config::TrainConfig;
 use crate::onnx::builder::attr_int;
 use crate::onnx::proto::tensor_proto::DataType;

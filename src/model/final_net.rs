@@ -5,7 +5,7 @@ use tch::{nn, nn::ModuleT, Tensor};
 
 use super::embedding::to_vec;
 use super::layers::{linear, Dense, Head};
-use super::{Student, StudentConfig};
+use super::student::{Student, StudentConfig};
 use crate::onnx::builder::{attr_int, attr_ints};
 use crate::onnx::GraphBuilder;
 

@@ -2,7 +2,7 @@
 use tch::{nn, Kind, Tensor};
 
 use super::layers::{Dense, Head, Mlp};
-use super::{Student, StudentConfig};
+use super::student::{Student, StudentConfig};
 use crate::onnx::builder::{attr_int, attr_ints};
 use crate::onnx::GraphBuilder;
 

@@ -303,8 +303,11 @@ impl Worker {
         let mut jobs = vec![first];
         while rows < self.merge_rows.min(self.max_batch_rows) {
             let now = Instant::now();
-            let next =
-                if now >= deadline { rx.try_recv().map_err(|_| RecvTimeoutError::Timeout) } else { rx.recv_timeout(deadline - now) };
+            let next = if now >= deadline {
+                rx.try_recv().map_err(|_| RecvTimeoutError::Timeout)
+            } else {
+                rx.recv_timeout(deadline - now)
+            };
             match next {
                 Ok(job) => {
                     rows += job.rows;

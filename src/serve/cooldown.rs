@@ -26,7 +26,14 @@ impl Cooling {
     }
 
     /// Sleeps for `cooldown_pause` after a batch, telling submitters meanwhile.
-    pub(super) fn after_batch(&self, run: Duration, one_row_us: f64, demand: f64, was_full: bool, queued_rows: usize) -> Duration {
+    pub(super) fn after_batch(
+        &self,
+        run: Duration,
+        one_row_us: f64,
+        demand: f64,
+        was_full: bool,
+        queued_rows: usize,
+    ) -> Duration {
         let busy = demand >= BUSY_DEMAND && !was_full && queued_rows > 0;
         let Some(pause) = cooldown_pause(self.ratio, run, one_row_us).filter(|_| busy) else {
             return Duration::ZERO;

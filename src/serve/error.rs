@@ -30,7 +30,9 @@ pub enum ScoringError {
     UnknownModel(String),
     #[error("too many requests in flight; retry later")]
     Overloaded,
-    #[error("overloaded: no tier can answer within {budget_ms} ms now (fastest estimate {fastest_ms:.2} ms); retry later")]
+    #[error(
+        "overloaded: no tier can answer within {budget_ms} ms now (fastest estimate {fastest_ms:.2} ms); retry later"
+    )]
     BudgetUnattainable { budget_ms: f64, fastest_ms: f64 },
     #[error("the batch queue is full; retry later")]
     QueueFull,
@@ -51,8 +53,13 @@ impl ScoringError {
             InvalidJson(_) | BadBody(_) => 400,
             UnknownModel(_) => 404,
             BodyTooLarge(_) | TooManyInstances { .. } => 413,
-            InvalidRequest(_) | InvalidInstance { .. } | FieldInBoth { .. } | NoInstances(_) | InvalidBudget(_)
-            | InvalidTimeout(_) | InvalidTier(_) => 422,
+            InvalidRequest(_)
+            | InvalidInstance { .. }
+            | FieldInBoth { .. }
+            | NoInstances(_)
+            | InvalidBudget(_)
+            | InvalidTimeout(_)
+            | InvalidTier(_) => 422,
             Overloaded | BudgetUnattainable { .. } => 429,
             Inference(_) => 500,
             QueueFull | Stopped => 503,

@@ -88,9 +88,15 @@ impl LoadedModel {
                 continue;
             }
             let path = dir.join(&g.file);
-            let (session, provider) =
-                GraphSession::load_on(env, &path, &m.inputs, &artifact.encoder, limits.intra_op_threads, limits.provider)
-                    .map_err(|error| LoadError::Session { path: path.clone(), error })?;
+            let (session, provider) = GraphSession::load_on(
+                env,
+                &path,
+                &m.inputs,
+                &artifact.encoder,
+                limits.intra_op_threads,
+                limits.provider,
+            )
+            .map_err(|error| LoadError::Session { path: path.clone(), error })?;
             used = provider;
             let cfg = BatcherConfig {
                 max_batch_rows: limits.max_batch_rows,
@@ -208,7 +214,9 @@ impl Registry {
             let tiers: Vec<String> = m
                 .tiers
                 .iter()
-                .map(|t| format!("{} (AUC {:.4}{})", t.label, t.valid_auc, if t.routable { "" } else { ", forced only" }))
+                .map(|t| {
+                    format!("{} (AUC {:.4}{})", t.label, t.valid_auc, if t.routable { "" } else { ", forced only" })
+                })
                 .collect();
             tracing::info!(model = %name, version = %m.version, provider = m.execution_provider.name(), tiers = %tiers.join(", "), "model loaded");
             models.insert(name, Arc::new(m));

@@ -143,7 +143,10 @@ impl Scorer {
             .ok_or_else(|| ScoringError::InvalidTier(format!("no tier '{:?}' in this model", r.tier)))?;
         let idle_fit = || route.tier.batcher.estimator.run_us(rows) <= budget_us;
         if self.limits.shed_on_overload && route.reason == RouteReason::Fallback && idle_fit() {
-            return Err(ScoringError::BudgetUnattainable { budget_ms: r.budget_ms, fastest_ms: route.estimate_us / 1e3 });
+            return Err(ScoringError::BudgetUnattainable {
+                budget_ms: r.budget_ms,
+                fastest_ms: route.estimate_us / 1e3,
+            });
         }
         Ok(route)
     }
@@ -177,7 +180,11 @@ struct Request {
 
 /// Runs inline when the graph is idle and the request small, else queues it and awaits its batch; the wait
 /// ends at the deadline (the batcher then drops the job unrun).
-async fn run(route: &Route<'_>, encoded: Encoded, deadline: Instant) -> Result<super::batcher::JobResult, ScoringError> {
+async fn run(
+    route: &Route<'_>,
+    encoded: Encoded,
+    deadline: Instant,
+) -> Result<super::batcher::JobResult, ScoringError> {
     let batcher = &route.tier.batcher;
     let reply: JobReply = match batcher.try_run_inline(&encoded.ids, encoded.rows) {
         Some(r) => r,

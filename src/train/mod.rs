@@ -104,7 +104,7 @@ pub fn train(
     for epoch in 1..=cfg.max_epochs {
         let start = Instant::now();
         let batches = Batches::shuffled(&data.train, cfg.batch_size, cfg.seed.wrapping_add(epoch as u64), device);
-        let bar = progress.then(|| report::epoch_bar(epoch, data.train.rows as u64));
+        let bar = progress.then(|| epoch_bar(epoch, data.train.rows as u64));
         // Summed on the device and read every few steps: reading a CUDA scalar each step would sync the GPU.
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         let mut steps = 0usize;
@@ -240,4 +240,16 @@ fn restore(vs: &nn::VarStore, saved: &[(String, Tensor)]) {
             }
         }
     });
+}
+
+/// One epoch's progress over training rows, hidden when stderr is not a terminal.
+pub fn epoch_bar(epoch: usize, rows: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(rows), indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(epoch.to_string());
+    bar
 }

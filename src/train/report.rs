@@ -9,17 +9,6 @@ use super::{EpochLog, Scores, SplitScores, TrainOutcome};
 use crate::config::TrainConfig;
 use crate::data::Dataset;
 
-pub fn epoch_bar(epoch: usize, rows: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(Some(rows), indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(epoch.to_string());
-    bar
-}
-
 /// `summary.json`: what the exporter and people read.
 pub fn summary(cfg: &TrainConfig, out: &TrainOutcome, data: &Dataset) -> serde_json::Value {
     let split = |s: &SplitScores| {

@@ -29,7 +29,13 @@ pub fn router(state: &Arc<AppState>) -> Router {
 
 /// Sends one request with `headers`; returns the status and the body as JSON (or as a JSON string if it
 /// is not JSON).
-pub async fn send(router: &Router, method: &str, uri: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> (u16, Value) {
+pub async fn send(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
     let mut req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
     for (k, v) in headers {
         req = req.header(*k, *v);

@@ -50,5 +50,5 @@ pub fn read_plain_csv(path: &std::path::Path) -> (Vec<String>, Vec<Vec<String>>)
     let rows = lines.map(|l| l.split(',').map(str::to_string).collect()).collect();
     (header, rows)
 }
-pub mod server;
 pub mod app;
+pub mod server;

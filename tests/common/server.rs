@@ -63,4 +63,3 @@ pub async fn post(client: &reqwest::Client, url: &str, body: impl Into<reqwest::
     let text = r.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer ({status}): {text}")))
 }
-

@@ -129,7 +129,10 @@ impl<'e> RowsBuilder<'e> {
                 }
                 if !missing_as_oov {
                     let at = RowAt::Row(self.what, r).to_string();
-                    return Err(ScoringError::InvalidInstance { at, reason: format!("field '{}' is missing", f.spec.name) });
+                    return Err(ScoringError::InvalidInstance {
+                        at,
+                        reason: format!("field '{}' is missing", f.spec.name),
+                    });
                 }
                 slots.fill(f.vocab.oov_id());
             }

@@ -127,4 +127,3 @@ impl<'de> Visitor<'de> for TokenVisitor {
         Ok(Token::Nested("an object"))
     }
 }
-

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::{plain_error, AppState};
+use super::state::{plain_error, AppState};
 use crate::serve::registry::ReloadStatus;
 
 pub(super) async fn reload(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {

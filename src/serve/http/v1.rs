@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::Value;
 
-use super::{arrival, body_bytes, call, ApiError, AppState};
+use super::state::{arrival, body_bytes, call, ApiError, AppState, ErrorBody, ErrorDetail};
 use crate::features::Encoder;
 use crate::serve::arrival::RxClock;
 use crate::serve::decode::{decode_v1, BodyOptions, DecodeLimits, Encoded};
@@ -81,18 +81,6 @@ impl From<Scored> for ScoreResponse {
             predicted_miss: s.predicted_miss,
         }
     }
-}
-
-/// Every v1 error answer.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    pub code: String,
-    pub message: String,
 }
 
 #[derive(utoipa::OpenApi)]

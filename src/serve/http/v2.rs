@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::{arrival, body_bytes, call, AppState};
+use super::state::{arrival, body_bytes, call, AppState};
 use crate::features::Encoder;
 use crate::serve::arrival::RxClock;
 use crate::serve::decode::{decode_v2, BodyOptions, DecodeLimits, Encoded, V2Meta};
