@@ -3,6 +3,7 @@
 pub mod arrival;
 pub mod batcher;
 mod cooldown;
+mod deadline;
 pub mod decode;
 pub mod error;
 pub mod http;

@@ -193,10 +193,9 @@ async fn run(
                 SubmitError::QueueFull => ScoringError::QueueFull,
                 SubmitError::Stopped => ScoringError::Stopped,
             })?;
-            match tokio::time::timeout_at(deadline.into(), rx).await {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(_)) => return Err(ScoringError::Stopped),
-                Err(_) => return Err(ScoringError::DeadlineExceeded { while_queued: true }),
+            tokio::select! {
+                reply = rx => reply.map_err(|_| ScoringError::Stopped)?,
+                _ = super::deadline::at(deadline) => return Err(ScoringError::DeadlineExceeded { while_queued: true }),
             }
         }
     };
