@@ -134,8 +134,57 @@ fn in_process(c: &mut Criterion, f: &Fixture) {
     group.finish();
 }
 
+/// The pipeline's share of the floor, measured interleaved (raw ORT, then the pipeline, 15 rounds) so
+/// that the host's drift hits both alike: median rows/s of each and their ratio, as a table.
+fn floor_ratio(f: &Fixture) {
+    let cfg = ServerConfig {
+        models_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"),
+        tiers: vec!["ensemble".into(), format!("student:{}", f.artifact.manifest.best_student)],
+        ..ServerConfig::default()
+    };
+    let state = build_state(f.env, &cfg).expect("server state");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (enc, m) = (&f.artifact.encoder, &f.artifact.manifest);
+    let (encoded, _) = decode_v1(&instances_body(f, 1024), enc, DecodeLimits { max_rows: 1024, missing_as_oov: false })
+        .expect("rows encode");
+    println!("\nfloor_ratio: rows/s, median of 15 interleaved rounds (context + candidates bodies)");
+    println!("{:<10} {:>6} {:>12} {:>12} {:>7}", "tier", "rows", "raw ORT", "pipeline", "ratio");
+    for (tier, file) in [("ensemble", "ensemble.onnx".to_string()), ("student", format!("student_{}.onnx", m.best_student))] {
+        let mut session = GraphSession::load(f.env, &f.artifact.dir.join(&file), &m.inputs, enc, 1).expect("session");
+        for n in [165, 1024] {
+            let body = Bytes::from(ranking_body(f, n, tier));
+            let reps = if n == 165 { 10 } else { 3 };
+            let (mut raw, mut pipe) = (Vec::new(), Vec::new());
+            for _ in 0..15 {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    session.run(&encoded.ids[..n * enc.width()], enc.width(), "probability").expect("run");
+                }
+                raw.push((n * reps) as f64 / t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                for _ in 0..reps {
+                    let call = Call { model: "default", arrival: Instant::now(), budget_header: None, timeout_header: None };
+                    let answer = rt.block_on(score_body(&state, call, body.clone())).expect("scored");
+                    std::hint::black_box(serde_json::to_vec(&answer).expect("answer JSON"));
+                }
+                pipe.push((n * reps) as f64 / t.elapsed().as_secs_f64());
+            }
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let (r, p) = (median(&mut raw), median(&mut pipe));
+            println!("{tier:<10} {n:>6} {r:>12.0} {p:>12.0} {:>6.1}%", 100.0 * p / r);
+        }
+    }
+}
+
 fn serving(c: &mut Criterion) {
     let Some(f) = fixture() else { return };
+    floor_ratio(&f);
+    if std::env::var_os("FLOOR_RATIO_ONLY").is_some() {
+        return;
+    }
     ort_run(c, &f);
     decode(c, &f);
     in_process(c, &f);

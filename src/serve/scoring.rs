@@ -186,7 +186,7 @@ async fn run(
     deadline: Instant,
 ) -> Result<super::batcher::JobResult, ScoringError> {
     let batcher = &route.tier.batcher;
-    let reply: JobReply = match batcher.try_run_inline(&encoded.ids, encoded.rows) {
+    let reply: JobReply = match run_blocking(encoded.rows, || batcher.try_run_inline(&encoded.ids, encoded.rows)) {
         Some(r) => r,
         None => {
             let rx = batcher.submit(encoded.ids, encoded.rows, deadline).map_err(|e| match e {
@@ -203,6 +203,22 @@ async fn run(
         JobError::DeadlineExceeded => ScoringError::DeadlineExceeded { while_queued: true },
         JobError::Inference(msg) => ScoringError::Inference(msg),
     })
+}
+
+/// Rows above which an inline run tells a multi-worker runtime it blocks (a few hundred µs and more).
+const BLOCKING_ROWS: usize = 16;
+
+/// Runs `f` (an inline ONNX Runtime run) on this thread. On a runtime with other workers, a large run first
+/// hands this worker's other tasks to them (`block_in_place`); a single-worker runtime (the server pinned
+/// to one core) just runs it: later requests wait in the socket until it ends, like a one-core FIFO server.
+fn run_blocking<T>(rows: usize, f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if rows > BLOCKING_ROWS && h.runtime_flavor() == RuntimeFlavor::MultiThread && h.metrics().num_workers() > 1 => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 /// `arrival + min(timeout_ms, ceiling)`; a timeout too large for an `Instant` is the ceiling.
