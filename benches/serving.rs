@@ -149,7 +149,9 @@ fn floor_ratio(f: &Fixture) {
         .expect("rows encode");
     println!("\nfloor_ratio: rows/s, median of 15 interleaved rounds (context + candidates bodies)");
     println!("{:<10} {:>6} {:>12} {:>12} {:>7}", "tier", "rows", "raw ORT", "pipeline", "ratio");
-    for (tier, file) in [("ensemble", "ensemble.onnx".to_string()), ("student", format!("student_{}.onnx", m.best_student))] {
+    for (tier, file) in
+        [("ensemble", "ensemble.onnx".to_string()), ("student", format!("student_{}.onnx", m.best_student))]
+    {
         let mut session = GraphSession::load(f.env, &f.artifact.dir.join(&file), &m.inputs, enc, 1).expect("session");
         for n in [165, 1024] {
             let body = Bytes::from(ranking_body(f, n, tier));
@@ -163,7 +165,8 @@ fn floor_ratio(f: &Fixture) {
                 raw.push((n * reps) as f64 / t.elapsed().as_secs_f64());
                 let t = Instant::now();
                 for _ in 0..reps {
-                    let call = Call { model: "default", arrival: Instant::now(), budget_header: None, timeout_header: None };
+                    let call =
+                        Call { model: "default", arrival: Instant::now(), budget_header: None, timeout_header: None };
                     let answer = rt.block_on(score_body(&state, call, body.clone())).expect("scored");
                     std::hint::black_box(serde_json::to_vec(&answer).expect("answer JSON"));
                 }

@@ -27,7 +27,15 @@ fn hold_busy(base: &str, rows: &[Map<String, Value>], n: usize) -> Vec<tokio::ta
             let (url, body) = (format!("{base}/v1/score"), body.clone());
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
-                client.post(url).header("content-type", "application/json").body(body).send().await.unwrap().status().as_u16()
+                client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
             })
         })
         .collect()
@@ -66,7 +74,10 @@ async fn timeouts_and_disconnects_while_the_queue_is_busy_run_no_rows() {
         assert_eq!(b.await.unwrap(), 200);
     }
     late_ms.sort_by(f64::total_cmp);
-    eprintln!("5 ms timeouts answered after their deadline by (client-measured, ms): median {:.3}, max {:.3}", late_ms[10], late_ms[19]);
+    eprintln!(
+        "5 ms timeouts answered after their deadline by (client-measured, ms): median {:.3}, max {:.3}",
+        late_ms[10], late_ms[19]
+    );
     assert!(late_ms[10] <= 1.0, "median lateness {:.3} ms: {late_ms:?}", late_ms[10]);
     assert_eq!(metric(&client, &base, ROWS_RUN).await, 12.0 * 1024.0, "only the blockers' rows ran");
 

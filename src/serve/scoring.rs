@@ -214,7 +214,11 @@ const BLOCKING_ROWS: usize = 16;
 fn run_blocking<T>(rows: usize, f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
-        Ok(h) if rows > BLOCKING_ROWS && h.runtime_flavor() == RuntimeFlavor::MultiThread && h.metrics().num_workers() > 1 => {
+        Ok(h)
+            if rows > BLOCKING_ROWS
+                && h.runtime_flavor() == RuntimeFlavor::MultiThread
+                && h.metrics().num_workers() > 1 =>
+        {
             tokio::task::block_in_place(f)
         }
         _ => f(),
