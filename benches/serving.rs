@@ -108,27 +108,39 @@ fn decode(c: &mut Criterion, f: &Fixture) {
     group.finish();
 }
 
+/// The server's state (ensemble and best student) and a runtime to drive its pipeline without a socket.
+struct Pipeline {
+    state: std::sync::Arc<ensemble_serve::serve::http::AppState>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Pipeline {
+    fn new(f: &Fixture) -> Self {
+        let cfg = ServerConfig {
+            models_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"),
+            tiers: vec!["ensemble".into(), format!("student:{}", f.artifact.manifest.best_student)],
+            ..ServerConfig::default()
+        };
+        let state = build_state(f.env, &cfg).expect("server state");
+        Self { state, rt: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime") }
+    }
+
+    /// One request through the whole pipeline, answer JSON included; returns the answer's length.
+    fn score(&self, body: &Bytes) -> usize {
+        let call = Call { model: "default", arrival: Instant::now(), budget_header: None, timeout_header: None };
+        let answer = self.rt.block_on(score_body(&self.state, call, body.clone())).expect("scored");
+        serde_json::to_vec(&answer).expect("answer JSON").len()
+    }
+}
+
 fn in_process(c: &mut Criterion, f: &Fixture) {
-    let cfg = ServerConfig {
-        models_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"),
-        tiers: vec!["ensemble".into(), format!("student:{}", f.artifact.manifest.best_student)],
-        ..ServerConfig::default()
-    };
-    let state = build_state(f.env, &cfg).expect("server state");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let pipeline = Pipeline::new(f);
     let mut group = c.benchmark_group("in_process");
     for tier in ["ensemble", "student"] {
         for n in ROWS {
             let body = Bytes::from(ranking_body(f, n, tier));
             group.throughput(Throughput::Elements(n as u64));
-            group.bench_with_input(BenchmarkId::new(tier, n), &n, |bench, _| {
-                bench.iter(|| {
-                    let call =
-                        Call { model: "default", arrival: Instant::now(), budget_header: None, timeout_header: None };
-                    let answer = rt.block_on(score_body(&state, call, body.clone())).expect("scored");
-                    serde_json::to_vec(&answer).expect("answer JSON").len()
-                })
-            });
+            group.bench_with_input(BenchmarkId::new(tier, n), &n, |bench, _| bench.iter(|| pipeline.score(&body)));
         }
     }
     group.finish();
@@ -137,13 +149,7 @@ fn in_process(c: &mut Criterion, f: &Fixture) {
 /// The pipeline's share of the floor, measured interleaved (raw ORT, then the pipeline, 15 rounds) so
 /// that the host's drift hits both alike: median rows/s of each and their ratio, as a table.
 fn floor_ratio(f: &Fixture) {
-    let cfg = ServerConfig {
-        models_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"),
-        tiers: vec!["ensemble".into(), format!("student:{}", f.artifact.manifest.best_student)],
-        ..ServerConfig::default()
-    };
-    let state = build_state(f.env, &cfg).expect("server state");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let pipeline = Pipeline::new(f);
     let (enc, m) = (&f.artifact.encoder, &f.artifact.manifest);
     let (encoded, _) = decode_v1(&instances_body(f, 1024), enc, DecodeLimits { max_rows: 1024, missing_as_oov: false })
         .expect("rows encode");
@@ -165,10 +171,7 @@ fn floor_ratio(f: &Fixture) {
                 raw.push((n * reps) as f64 / t.elapsed().as_secs_f64());
                 let t = Instant::now();
                 for _ in 0..reps {
-                    let call =
-                        Call { model: "default", arrival: Instant::now(), budget_header: None, timeout_header: None };
-                    let answer = rt.block_on(score_body(&state, call, body.clone())).expect("scored");
-                    std::hint::black_box(serde_json::to_vec(&answer).expect("answer JSON"));
+                    std::hint::black_box(pipeline.score(&body));
                 }
                 pipe.push((n * reps) as f64 / t.elapsed().as_secs_f64());
             }

@@ -7,11 +7,8 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ensemble_serve::config::{ServerConfig, TrainConfig};
+use ensemble_serve::config::ServerConfig;
 use ensemble_serve::data::instances::{read_instances, split_context};
-use ensemble_serve::data::Dataset;
-use ensemble_serve::export::{export_run, ExportOptions};
-use ensemble_serve::runtime::resolve_library;
 use ensemble_serve::serve::http::AppState;
 use serde_json::{json, Map, Value};
 
@@ -72,26 +69,8 @@ async fn ml100k_user_context_requests_match_instances_bit_for_bit_on_every_test_
     let data = require_data!();
     let spec = common::spec("ml100k_ctr", &data);
     let tmp = tempfile::tempdir().unwrap();
-    let dataset = Dataset::open(&spec, &tmp.path().join("cache"), false).unwrap();
-    let cfg = TrainConfig {
-        students: vec!["mlp".into(), "mlp".into()],
-        hidden_units: vec![64, 32],
-        max_epochs: 1,
-        batch_size: 4096,
-        device: "cpu".into(),
-        ..TrainConfig::default()
-    };
-    let out = ensemble_serve::train::train(&cfg, &dataset, false, |_| {}).unwrap();
-    let run = ensemble_serve::train::report::write_run(&tmp.path().join("run"), &cfg, &out, &dataset).unwrap();
+    common::trained::small_kdef(&spec, tmp.path(), 5);
     let models = tmp.path().join("models");
-    let opts = ExportOptions {
-        models_dir: models.clone(),
-        name: Some("default".into()),
-        version: Some("1".into()),
-        ort_library: resolve_library(None),
-        profile_runs: 5,
-    };
-    export_run(&run, &opts).unwrap();
     let state = common::app::state(models, ServerConfig::default());
     let rows = read_instances(&spec, "test", None).unwrap().objects;
     assert_eq!(rows.len(), 7_286);

@@ -13,12 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ensemble_serve::artifact::{GraphEntry, Manifest};
-use ensemble_serve::config::TrainConfig;
-use ensemble_serve::data::Dataset;
-use ensemble_serve::export::{export_run, ExportOptions};
 use ensemble_serve::metrics::auc;
-use ensemble_serve::runtime::resolve_library;
-use ensemble_serve::train;
 use serde_json::{json, Map, Value};
 
 struct Fixture {
@@ -37,26 +32,8 @@ fn fixture() -> Option<&'static Fixture> {
         let data_dir = common::data_dir()?;
         let spec = common::spec("frappe_ctr", &data_dir);
         let tmp = tempfile::tempdir().unwrap();
-        let data = Dataset::open(&spec, &tmp.path().join("cache"), false).unwrap();
-        let cfg = TrainConfig {
-            students: vec!["mlp".into(), "mlp".into()],
-            hidden_units: vec![64, 32],
-            max_epochs: 1,
-            batch_size: 4096,
-            device: "cpu".into(),
-            ..TrainConfig::default()
-        };
-        let out = train::train(&cfg, &data, false, |_| {}).unwrap();
-        let run = train::report::write_run(&tmp.path().join("run"), &cfg, &out, &data).unwrap();
+        let dir = common::trained::small_kdef(&spec, tmp.path(), 20);
         let models = tmp.path().join("models");
-        let opts = ExportOptions {
-            models_dir: models.clone(),
-            name: Some("default".into()),
-            version: Some("1".into()),
-            ort_library: resolve_library(None),
-            profile_runs: 20,
-        };
-        let dir = export_run(&run, &opts).unwrap();
         let manifest: Manifest = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
         let (header, rows) = common::read_plain_csv(spec.files.test.as_ref().unwrap());
         let labels = rows.iter().map(|r| r[0].parse().unwrap()).collect();

@@ -118,18 +118,11 @@ impl FieldEncoder {
         }
     }
 
-    /// Encodes a JSON value through the same functions as the text path.
+    /// Encodes a parsed JSON value with the server's visitor (`super::json`): one definition of how JSON
+    /// values become ids.
     pub fn encode_json(&self, value: &serde_json::Value, out: &mut [u32]) -> Result<(), String> {
-        use serde_json::Value;
-        match (value, &self.spec.kind) {
-            (Value::Array(items), FieldKind::Sequence { .. }) => {
-                let texts = items.iter().map(json_text).collect::<Result<Vec<_>, _>>()?;
-                self.encode_tokens(texts.iter().map(|s| s.as_ref()), out);
-                Ok(())
-            }
-            (Value::Array(_), _) => Err("an array is only accepted for a sequence field".into()),
-            (v, _) => self.encode_text(&json_text(v)?, out),
-        }
+        use serde::de::DeserializeSeed;
+        super::json::ValueSeed { field: self, out }.deserialize(value).map_err(|e| e.to_string())?
     }
 }
 
@@ -160,23 +153,6 @@ pub fn bucket_token(raw: &str) -> Result<Option<i64>, String> {
         Ok(v) if v.is_finite() => Ok(Some(numeric_bucket(v))),
         _ => Err(format!("'{raw}' is not a number")),
     }
-}
-
-/// The text form of a JSON scalar, matching how the value appears in a CSV cell.
-pub fn json_text(value: &serde_json::Value) -> Result<std::borrow::Cow<'_, str>, String> {
-    use serde_json::Value;
-    Ok(match value {
-        Value::String(s) => s.as_str().into(),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => i.to_string().into(),
-            (_, Some(u)) => u.to_string().into(),
-            _ => n.as_f64().map(|f| f.to_string()).unwrap_or_default().into(),
-        },
-        Value::Bool(b) => b.to_string().into(),
-        Value::Null => "".into(),
-        Value::Array(_) => return Err("expected a single value, got an array".into()),
-        Value::Object(_) => return Err("expected a value, got an object".into()),
-    })
 }
 
 /// All fields of a dataset, fitted on its training split.

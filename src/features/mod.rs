@@ -1,6 +1,7 @@
 //! Field specs, vocabularies and the encoder: shared by training (text rows) and serving (JSON).
 pub mod encoder;
 pub mod fit;
+pub mod json;
 pub mod spec;
 
 use std::path::PathBuf;

@@ -331,11 +331,15 @@ impl Worker {
 /// Answers and counts the jobs that must not run (deadline passed, caller gone); returns the rest.
 fn drop_stale(jobs: Vec<Job>, metrics: &Metrics, labels: &[&str; 2]) -> Vec<Job> {
     let now = Instant::now();
-    let (stale, fresh): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.stale(now).is_some());
-    for job in stale {
-        let reason = job.stale(now).expect("partitioned as stale");
-        metrics.dropped.with_label_values(&[labels[0], labels[1], reason.as_str()]).inc();
-        let _ = job.reply.send(Err(JobError::DeadlineExceeded));
+    let mut fresh = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match job.stale(now) {
+            None => fresh.push(job),
+            Some(reason) => {
+                metrics.dropped.with_label_values(&[labels[0], labels[1], reason.as_str()]).inc();
+                let _ = job.reply.send(Err(JobError::DeadlineExceeded));
+            }
+        }
     }
     fresh
 }

@@ -52,3 +52,5 @@ pub fn read_plain_csv(path: &std::path::Path) -> (Vec<String>, Vec<Vec<String>>)
 }
 pub mod app;
 pub mod server;
+#[cfg(feature = "train")]
+pub mod trained;

@@ -8,12 +8,11 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::error::ScoringError;
+use crate::features::json::ValueSeed;
 use crate::features::Encoder;
-use value::ValueSeed;
 
 mod v1;
 mod v2;
-mod value;
 
 pub use v1::{decode_v1, BodyOptions};
 pub use v2::{decode_v2, V2Meta};

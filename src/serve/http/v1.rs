@@ -112,20 +112,33 @@ pub async fn score_body(s: &AppState, call: Call<'_>, body: Bytes) -> Result<Sco
     s.scorer.score(call, V1Body(Ok(body))).await.map(|(scored, ())| scored.into())
 }
 
+/// Every answer of the v1 scoring endpoints (for the OpenAPI document).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum ScoreAnswers {
+    #[response(status = 200, description = "scored")]
+    Scored(#[to_schema] ScoreResponse),
+    #[response(status = 400, description = "body is not JSON")]
+    NotJson(#[to_schema] ErrorBody),
+    #[response(status = 404, description = "unknown model")]
+    UnknownModel(#[to_schema] ErrorBody),
+    #[response(status = 413, description = "body too large or too many instances")]
+    TooLarge(#[to_schema] ErrorBody),
+    #[response(status = 422, description = "invalid request, instance, budget, timeout or tier")]
+    Invalid(#[to_schema] ErrorBody),
+    #[response(status = 429, description = "too many requests in flight")]
+    Overloaded(#[to_schema] ErrorBody),
+    #[response(status = 503, description = "batch queue full")]
+    QueueFull(#[to_schema] ErrorBody),
+    #[response(status = 504, description = "deadline exceeded before the request could run")]
+    Deadline(#[to_schema] ErrorBody),
+}
+
 /// Scores instances with the default model.
 #[utoipa::path(post, path = "/v1/score", request_body = ScoreRequest,
     params(("X-Latency-Budget-Ms" = Option<f64>, Header, description = "latency budget (ms) when the body has none"),
            ("X-Request-Timeout-Ms" = Option<f64>, Header, description = "deadline (ms after arrival) when the body has none")),
-    responses(
-        (status = 200, description = "scored", body = ScoreResponse),
-        (status = 400, description = "body is not JSON", body = ErrorBody),
-        (status = 404, description = "unknown model", body = ErrorBody),
-        (status = 413, description = "body too large or too many instances", body = ErrorBody),
-        (status = 422, description = "invalid request, instance, budget, timeout or tier", body = ErrorBody),
-        (status = 429, description = "too many requests in flight", body = ErrorBody),
-        (status = 503, description = "batch queue full", body = ErrorBody),
-        (status = 504, description = "deadline exceeded before the request could run", body = ErrorBody),
-    ))]
+    responses(ScoreAnswers))]
 pub(super) async fn score_default(
     State(s): State<Arc<AppState>>,
     conn: Option<Extension<ConnectInfo<RxClock>>>,
@@ -141,16 +154,7 @@ pub(super) async fn score_default(
     params(("name" = String, Path, description = "model name"),
            ("X-Latency-Budget-Ms" = Option<f64>, Header, description = "latency budget (ms) when the body has none"),
            ("X-Request-Timeout-Ms" = Option<f64>, Header, description = "deadline (ms after arrival) when the body has none")),
-    responses(
-        (status = 200, description = "scored", body = ScoreResponse),
-        (status = 400, description = "body is not JSON", body = ErrorBody),
-        (status = 404, description = "unknown model", body = ErrorBody),
-        (status = 413, description = "body too large or too many instances", body = ErrorBody),
-        (status = 422, description = "invalid request, instance, budget, timeout or tier", body = ErrorBody),
-        (status = 429, description = "too many requests in flight", body = ErrorBody),
-        (status = 503, description = "batch queue full", body = ErrorBody),
-        (status = 504, description = "deadline exceeded before the request could run", body = ErrorBody),
-    ))]
+    responses(ScoreAnswers))]
 pub(super) async fn score_named(
     State(s): State<Arc<AppState>>,
     conn: Option<Extension<ConnectInfo<RxClock>>>,

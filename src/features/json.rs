@@ -1,15 +1,16 @@
-//! One JSON value → a field's ids, through the same functions as the CSV path.
+//! One JSON value → a field's ids, through the same functions as the CSV path: the visitor the server's
+//! one-pass decode drives over request bytes, and [`FieldEncoder::encode_json`] over a parsed value.
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::features::{FieldEncoder, FieldKind};
+use super::{FieldEncoder, FieldKind};
 
 /// One field's JSON value → its ids in `out`, through the same functions as the CSV path. The inner
 /// `Err` is a value the field cannot take (the caller names the row and field); the outer one is serde's.
-pub(super) struct ValueSeed<'f, 'o> {
-    pub(super) field: &'f FieldEncoder,
-    pub(super) out: &'o mut [u32],
+pub struct ValueSeed<'f, 'o> {
+    pub field: &'f FieldEncoder,
+    pub out: &'o mut [u32],
 }
 
 impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {

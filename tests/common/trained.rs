@@ -1,0 +1,32 @@
+//! A small KDEF model (2 MLP students, 1 epoch) trained on a real dataset and exported as
+//! `<dir>/models/default/1/`: what the end-to-end tests serve.
+use std::path::{Path, PathBuf};
+
+use ensemble_serve::config::TrainConfig;
+use ensemble_serve::data::Dataset;
+use ensemble_serve::export::{export_run, ExportOptions};
+use ensemble_serve::features::DatasetSpec;
+use ensemble_serve::runtime::resolve_library;
+
+/// Trains and exports under `dir`; returns the exported version directory.
+pub fn small_kdef(spec: &DatasetSpec, dir: &Path, profile_runs: usize) -> PathBuf {
+    let data = Dataset::open(spec, &dir.join("cache"), false).unwrap();
+    let cfg = TrainConfig {
+        students: vec!["mlp".into(), "mlp".into()],
+        hidden_units: vec![64, 32],
+        max_epochs: 1,
+        batch_size: 4096,
+        device: "cpu".into(),
+        ..TrainConfig::default()
+    };
+    let out = ensemble_serve::train::train(&cfg, &data, false, |_| {}).unwrap();
+    let run = ensemble_serve::train::report::write_run(&dir.join("run"), &cfg, &out, &data).unwrap();
+    let opts = ExportOptions {
+        models_dir: dir.join("models"),
+        name: Some("default".into()),
+        version: Some("1".into()),
+        ort_library: resolve_library(None),
+        profile_runs,
+    };
+    export_run(&run, &opts).unwrap()
+}
