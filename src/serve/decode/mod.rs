@@ -61,7 +61,7 @@ impl<'e> RowsBuilder<'e> {
     }
 
     /// Remembers a failure for [`Self::take_failure`] and returns serde's error to unwind with.
-    fn fail<E: serde::de::Error>(&self, e: ScoringError) -> E {
+    pub(super) fn fail<E: serde::de::Error>(&self, e: ScoringError) -> E {
         let message = e.to_string();
         self.failure.borrow_mut().get_or_insert(e);
         E::custom(message)

@@ -24,7 +24,7 @@ pub fn decode_v1(body: &[u8], enc: &Encoder, limits: DecodeLimits) -> Result<(En
     let parsed = BodySeed { builder: &mut builder, limits }.deserialize(&mut de).and_then(|o| de.end().map(|_| o));
     let (options, seen) = parsed.map_err(|e| builder.take_failure(&e))?;
     match (seen.instances, seen.candidates, seen.context) {
-        (true, true, _) => return Err(bad("give either 'instances' or 'context' + 'candidates', not both")),
+        (true, true, _) => return Err(bad(BOTH)),
         (true, false, true) => return Err(bad("'context' goes with 'candidates', not 'instances'")),
         (false, false, true) => return Err(bad("'context' needs 'candidates'")),
         (false, false, false) => return Err(bad("missing field `instances` (or `context` + `candidates`)")),
@@ -32,6 +32,8 @@ pub fn decode_v1(body: &[u8], enc: &Encoder, limits: DecodeLimits) -> Result<(En
     }
     Ok((builder.finish(limits.missing_as_oov)?, options))
 }
+
+const BOTH: &str = "give either 'instances' or 'context' + 'candidates', not both (nor either twice)";
 
 fn bad(msg: &str) -> ScoringError {
     ScoringError::InvalidRequest(msg.to_string())
@@ -66,7 +68,7 @@ impl<'de> Visitor<'de> for BodySeed<'_, '_> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {
                 "instances" | "candidates" if seen.instances || seen.candidates => {
-                    return Err(serde::de::Error::custom(format!("duplicate rows field `{key}`")));
+                    return Err(self.builder.fail(bad(BOTH)));
                 }
                 "instances" => {
                     seen.instances = true;
