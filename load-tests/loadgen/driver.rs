@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Exp};
+use rand_distr::{Distribution, Exp, Normal};
 use serde::Deserialize;
 
 use crate::replay::Replay;
-use crate::scenario::{Arrival, BudgetShare, Policy};
+use crate::scenario::{Arrival, BudgetShare, Policy, RowsDist};
 
 /// Status codes that are not HTTP: the request never got an answer.
 pub const TRANSPORT_ERROR: u16 = 0;
@@ -33,6 +33,10 @@ pub struct Shot {
     pub budget_ms: f32,
     /// Offset of this shot's scores in `Collected::scores`.
     pub scores_at: u32,
+    /// Rows in the request.
+    pub rows: u32,
+    /// Actual minus scheduled send time (µs): the generator's own delay.
+    pub lag_us: u32,
 }
 
 #[derive(Default)]
@@ -64,6 +68,9 @@ pub struct Load<'a> {
     pub connections: Arc<tokio::sync::Semaphore>,
     pub timeout: Duration,
     pub seed: u64,
+    /// Rows of every request, unless `rows_dist` draws them per request.
+    pub per_request: usize,
+    pub rows_dist: Option<RowsDist>,
 }
 
 /// One segment of a run: `rate` requests/s for `duration`.
@@ -103,8 +110,21 @@ pub fn run_segments(
             sleep_until(sched);
             let i = *next_request;
             *next_request += 1;
+            let lag_us = Instant::now().saturating_duration_since(sched).as_micros().min(u32::MAX as u128) as u32;
             let budget = draw_budget(load.budgets, &mut rng);
-            fire(rt, client, load, seg.phase, i, budget, sched, start, &collected, &outstanding);
+            let rows = draw_rows(load, &mut rng);
+            let shot = Shot {
+                phase: seg.phase,
+                sched_ns: sched.duration_since(start).as_nanos() as u64,
+                latency_us: 0,
+                status: GENERATOR_OVERFLOW,
+                tier: u8::MAX,
+                budget_ms: budget as f32,
+                scores_at: 0,
+                rows: rows as u32,
+                lag_us,
+            };
+            fire(rt, client, load, i, shot, sched, &collected, &outstanding);
             progress.inc(1);
             offset += match load.arrival {
                 Arrival::Poisson => gap.sample(&mut rng),
@@ -126,6 +146,12 @@ fn first_gap(arrival: Arrival, rate: f64, gap: &Exp<f64>, rng: &mut ChaCha8Rng) 
         Arrival::Poisson => gap.sample(rng),
         Arrival::Constant => 0.5 / rate,
     }
+}
+
+fn draw_rows(load: &Load, rng: &mut ChaCha8Rng) -> usize {
+    let Some(d) = load.rows_dist else { return load.per_request };
+    let x = Normal::new(d.mean, d.sd).map_or(d.mean, |n| n.sample(rng));
+    (x.round().max(0.0) as usize).clamp(d.min, d.max)
 }
 
 fn draw_budget(mix: &[BudgetShare], rng: &mut ChaCha8Rng) -> f64 {
@@ -152,32 +178,20 @@ fn fire(
     rt: &tokio::runtime::Runtime,
     client: &reqwest::Client,
     load: &Load,
-    phase: u16,
     i: u64,
-    budget_ms: f64,
+    shot: Shot,
     sched: Instant,
-    start: Instant,
     collected: &Arc<Mutex<Collected>>,
     outstanding: &Arc<AtomicUsize>,
 ) {
     let first_row = load.replay.first_row(i);
     let n_rows = load.replay.rows.len() as u32;
-    let sched_ns = sched.duration_since(start).as_nanos() as u64;
-    let shot = Shot {
-        phase,
-        sched_ns,
-        latency_us: 0,
-        status: GENERATOR_OVERFLOW,
-        tier: u8::MAX,
-        budget_ms: budget_ms as f32,
-        scores_at: 0,
-    };
     if outstanding.load(Ordering::SeqCst) >= load.max_outstanding {
         collected.lock().expect("collector").shots.push(shot);
         return;
     }
     outstanding.fetch_add(1, Ordering::SeqCst);
-    let body = load.replay.body(first_row, load.policy.tier(), budget_ms);
+    let body = load.replay.body(first_row, shot.rows as usize, load.policy.tier(), shot.budget_ms as f64);
     let req = client.post(&load.url).header("content-type", "application/json").body(body).timeout(load.timeout);
     let (collected, outstanding, connections) = (collected.clone(), outstanding.clone(), load.connections.clone());
     rt.spawn(async move {

@@ -98,7 +98,7 @@ fn run(cli: Cli) -> Result<()> {
     let rates = sc.rates(args.capacity).map_err(anyhow::Error::msg)?;
     let replay =
         Replay::load(&sc.dataset, &args.data_dir, &sc.split, sc.instances_per_request).map_err(anyhow::Error::msg)?;
-    let offline = offline_scores(&args, &replay)?;
+    let (offline, floors) = offline_and_floors(&args, &replay)?;
     let spawned = match &args.target {
         Some(t) => {
             server::check_loopback(t).map_err(anyhow::Error::msg)?;
@@ -112,7 +112,7 @@ fn run(cli: Cli) -> Result<()> {
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(usize::MAX).tcp_nodelay(true).build()?;
     let url = format!("{base}/v1/models/{}/score", args.model);
-    let (phases, timelines) = drive(&args, &sc, &rates, &replay, &offline, &rt, &client, &url);
+    let (phases, timelines) = drive(&args, &sc, &rates, &replay, (&offline, &floors), &rt, &client, &url);
     let rss_kib = rss.map(|r| r.finish()).unwrap_or_default();
     if let Some(s) = spawned {
         let status = s.stop().map_err(anyhow::Error::msg)?;
@@ -156,13 +156,42 @@ fn spawn(args: &RunArgs, sc: &Scenario) -> Result<server::Spawned> {
     .map_err(anyhow::Error::msg)
 }
 
-/// The served model's ensemble scores for every replayed row, computed in this process.
-fn offline_scores(args: &RunArgs, replay: &Replay) -> Result<Vec<f32>> {
+/// Raw ONNX Runtime µs by rows (ascending) of the graph each policy forces: the ideal server's cost.
+#[derive(Default)]
+struct Floors {
+    ensemble: Vec<(usize, f64)>,
+    student: Vec<(usize, f64)>,
+}
+
+impl Floors {
+    /// The ideal server's time for a request of `rows` rows under `policy` (budget routing: the ensemble's).
+    fn service_us(&self, policy: Policy, rows: usize) -> f64 {
+        let p = if policy == Policy::Student { &self.student } else { &self.ensemble };
+        let i = p.iter().position(|&(n, _)| n >= rows).unwrap_or(p.len() - 1).max(1);
+        let ((x0, y0), (x1, y1)) = (p[i - 1], p[i]);
+        (y0 + (y1 - y0) * (rows as f64 - x0 as f64) / (x1 - x0) as f64).max(1.0)
+    }
+}
+
+/// Rows at which the floors are measured (a request's time is interpolated between them).
+const FLOOR_ROWS: [usize; 8] = [1, 16, 64, 128, 165, 256, 512, 1024];
+
+/// The served model's ensemble scores for every replayed row, and the raw ORT floors, computed in this
+/// process (on the generator's core).
+fn offline_and_floors(args: &RunArgs, replay: &Replay) -> Result<(Vec<f32>, Floors)> {
     let dir = ensemble_serve::artifact::latest_version(&args.models_dir, &args.model)?;
     let artifact = Artifact::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let lib = ensemble_serve::runtime::resolve_library(args.ort_lib.as_deref());
     let env = ensemble_serve::runtime::init(&lib)?;
-    replay.offline_scores(&artifact, env).map_err(anyhow::Error::msg)
+    let offline = replay.offline_scores(&artifact, env).map_err(anyhow::Error::msg)?;
+    let m = &artifact.manifest;
+    let student = format!("student_{}.onnx", m.best_student);
+    let floors = Floors {
+        ensemble: replay.run_times(&artifact, env, "ensemble.onnx", &FLOOR_ROWS).map_err(anyhow::Error::msg)?,
+        student: replay.run_times(&artifact, env, &student, &FLOOR_ROWS).map_err(anyhow::Error::msg)?,
+    };
+    eprintln!("raw ORT floors (rows, µs): ensemble {:?}; {student} {:?}", floors.ensemble, floors.student);
+    Ok((offline, floors))
 }
 
 type Timelines = BTreeMap<String, Vec<stats::Window>>;
@@ -173,7 +202,7 @@ fn drive(
     sc: &Scenario,
     rates: &[f64],
     replay: &Replay,
-    offline: &[f32],
+    (offline, floors): (&[f32], &Floors),
     rt: &tokio::runtime::Runtime,
     client: &reqwest::Client,
     url: &str,
@@ -192,6 +221,8 @@ fn drive(
             connections: Arc::new(tokio::sync::Semaphore::new(sc.connections)),
             timeout: Duration::from_millis(sc.timeout_ms),
             seed: sc.seed,
+            per_request: sc.instances_per_request,
+            rows_dist: sc.rows_per_request,
         };
         warm_up(rt, client, &load, &mut next_request);
         let segments: Vec<Segment> = sc
@@ -205,14 +236,10 @@ fn drive(
             let shots: Vec<_> = c.shots.iter().filter(|s| s.phase as usize == i).collect();
             let p = &sc.phases[i];
             let name = if p.name.is_empty() { format!("{:.0} rps", rates[i]) } else { p.name.clone() };
-            let info = PhaseInfo {
-                policy: policy.name(),
-                phase: &name,
-                offered_rps: rates[i],
-                duration_s: p.duration_s,
-                per_request: sc.instances_per_request,
-            };
-            summarise(info, &shots, c, &replay.labels, Some(offline))
+            let info =
+                PhaseInfo { policy: policy.name(), phase: &name, offered_rps: rates[i], duration_s: p.duration_s };
+            let service = |rows: usize| floors.service_us(policy, rows);
+            summarise(info, &shots, c, &replay.labels, Some(offline), Some(&service))
         };
         if sc.continuous {
             let bar = progress(args.quiet, policy, &segments);

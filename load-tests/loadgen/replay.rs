@@ -36,11 +36,11 @@ impl Replay {
         (first as usize + j) % self.rows.len()
     }
 
-    /// `{"instances": [...], "tier": ..., "latency_budget_ms": ...}` for request `i`.
-    pub fn body(&self, first: u32, tier: Option<&str>, budget_ms: f64) -> Vec<u8> {
-        let mut b = String::with_capacity(64 + self.per_request * self.rows[0].len());
+    /// `{"instances": [...], "tier": ..., "latency_budget_ms": ...}` with `n` rows from `first` on.
+    pub fn body(&self, first: u32, n: usize, tier: Option<&str>, budget_ms: f64) -> Vec<u8> {
+        let mut b = String::with_capacity(64 + n * self.rows[0].len());
         b.push_str("{\"instances\":[");
-        for j in 0..self.per_request {
+        for j in 0..n {
             if j > 0 {
                 b.push(',');
             }
@@ -55,6 +55,41 @@ impl Replay {
         }
         b.push('}');
         b.into_bytes()
+    }
+
+    /// Raw ONNX Runtime run time (median µs of 15 runs) of `graph` at each of `sizes` rows, on this process's
+    /// core, from encoded replay rows: what the ideal server of the report spends.
+    pub fn run_times(
+        &self,
+        artifact: &Artifact,
+        env: &ort::environment::Environment,
+        graph: &str,
+        sizes: &[usize],
+    ) -> Result<Vec<(usize, f64)>, String> {
+        let enc = &artifact.encoder;
+        let mut session = GraphSession::load(env, &artifact.dir.join(graph), &artifact.manifest.inputs, enc, 1)
+            .map_err(|e| e.to_string())?;
+        let width = enc.width();
+        let max = sizes.iter().copied().max().unwrap_or(1);
+        let mut ids = vec![0u32; max * width];
+        for (i, out) in ids.chunks_mut(width).enumerate() {
+            let obj = &self.objects[i % self.objects.len()];
+            enc.encode_json_object(obj, false, out).map_err(|e| format!("row {i}: {e}"))?;
+        }
+        let mut points = Vec::new();
+        for &n in sizes {
+            let mut us: Vec<f64> = (0..18)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    session.run(&ids[..n * width], width, "probability").map(|_| t.elapsed().as_secs_f64() * 1e6)
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            us.drain(..3);
+            us.sort_by(f64::total_cmp);
+            points.push((n, us[us.len() / 2]));
+        }
+        Ok(points)
     }
 
     /// Every row scored offline by the artifact's ensemble graph in this process (ONNX Runtime on the CPU).

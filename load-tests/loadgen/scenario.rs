@@ -16,6 +16,10 @@ pub struct Scenario {
     pub split: String,
     #[serde(default = "one")]
     pub instances_per_request: usize,
+    /// Rows per request drawn for each request (ranking traffic; DeepRecSys's mix is mean 165, at most
+    /// 1,024); absent: `instances_per_request` for every request.
+    #[serde(default)]
+    pub rows_per_request: Option<RowsDist>,
     #[serde(default)]
     pub arrival: Arrival,
     #[serde(default = "default_policies")]
@@ -90,6 +94,16 @@ impl Policy {
     }
 }
 
+/// A normal distribution of rows per request, rounded and clipped to `min..=max`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowsDist {
+    pub mean: f64,
+    pub sd: f64,
+    pub min: usize,
+    pub max: usize,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetShare {
@@ -156,6 +170,11 @@ impl Scenario {
     fn validate(&self) -> Result<(), String> {
         if self.phases.is_empty() || self.policies.is_empty() {
             return Err("a scenario needs at least one phase and one policy".into());
+        }
+        if let Some(d) = self.rows_per_request {
+            if !(d.mean.is_finite() && d.sd.is_finite() && d.sd >= 0.0 && d.min >= 1 && d.max >= d.min) {
+                return Err(format!("rows_per_request {d:?}: needs a finite mean, sd >= 0 and 1 <= min <= max"));
+            }
         }
         if self.instances_per_request == 0 {
             return Err("instances_per_request must be at least 1".into());

@@ -42,6 +42,11 @@ pub struct PhaseResult {
     pub served_auc: Option<f64>,
     pub offline_auc: Option<f64>,
     pub served_auc_gap: Option<f64>,
+    /// p99 of an ideal one-core FIFO server on the same arrival trace that spends only each request's raw
+    /// ONNX Runtime time (the floor for this trace).
+    pub ideal_p99_ms: Option<f64>,
+    /// p99 of actual minus scheduled send time: above 1 ms the generator, not the server, was measured.
+    pub send_lag_p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -93,7 +98,25 @@ pub struct PhaseInfo<'a> {
     pub phase: &'a str,
     pub offered_rps: f64,
     pub duration_s: f64,
-    pub per_request: usize,
+}
+
+/// The p99 latency (ms) of a one-core FIFO server that spends `service_us(rows)` on each request of `shots`
+/// at its scheduled time.
+pub fn ideal_p99_ms(shots: &[&Shot], service_us: &dyn Fn(usize) -> f64) -> Option<f64> {
+    let mut order: Vec<&Shot> = shots.to_vec();
+    order.sort_by_key(|s| s.sched_ns);
+    let mut free_at = 0.0f64;
+    let mut latencies: Vec<f64> = order
+        .iter()
+        .map(|s| {
+            let arrival = s.sched_ns as f64 / 1e3;
+            free_at = free_at.max(arrival) + service_us(s.rows as usize);
+            free_at - arrival
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let at = ((latencies.len() as f64 * 0.99).ceil() as usize).checked_sub(1)?;
+    latencies.get(at).map(|us| us / 1e3)
 }
 
 pub fn summarise(
@@ -102,12 +125,15 @@ pub fn summarise(
     c: &Collected,
     labels: &[f32],
     offline: Option<&[f32]>,
+    service_us: Option<&dyn Fn(usize) -> f64>,
 ) -> PhaseResult {
     let (mut ok_h, mut rej_h) = (histogram(), histogram());
     let (mut errors, mut tiers) = (BTreeMap::new(), BTreeMap::new());
     let (mut met, mut missed, mut rejected) = (0, 0, 0);
     let (mut served, mut off, mut ys) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut lag_h, mut ok_rows) = (histogram(), 0usize);
     for s in shots {
+        lag_h.saturating_record(u64::from(s.lag_us).max(1));
         let lat = s.latency_us.max(1);
         if s.status == 200 {
             ok_h.saturating_record(lat);
@@ -117,7 +143,8 @@ pub fn summarise(
             } else {
                 missed += 1;
             }
-            for &(row, p) in &c.scores[s.scores_at as usize..s.scores_at as usize + info.per_request] {
+            ok_rows += s.rows as usize;
+            for &(row, p) in &c.scores[s.scores_at as usize..s.scores_at as usize + s.rows as usize] {
                 served.push(p);
                 ys.push(labels[row as usize]);
                 if let Some(o) = offline {
@@ -142,7 +169,7 @@ pub fn summarise(
         sent: shots.len() as u64,
         answered_ok: ok,
         ok_rps: ok as f64 / info.duration_s,
-        instances_per_s: (ok as usize * info.per_request) as f64 / info.duration_s,
+        instances_per_s: ok_rows as f64 / info.duration_s,
         latency: percentiles(&ok_h),
         rejected,
         rejected_latency: percentiles(&rej_h),
@@ -154,6 +181,8 @@ pub fn summarise(
         served_auc,
         offline_auc,
         served_auc_gap: served_auc.zip(offline_auc).map(|(a, b)| a - b),
+        ideal_p99_ms: service_us.and_then(|f| ideal_p99_ms(shots, f)),
+        send_lag_p99_ms: percentiles(&lag_h).map(|p| p.p99_ms),
     }
 }
 
