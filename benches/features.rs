@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ensemble_serve::data::encode::{encode_file, fit_encoder, Part};
+use ensemble_serve::data::encode::{encode_file, fit_encoder};
+use ensemble_serve::data::Split;
 use ensemble_serve::features::DatasetSpec;
 
 fn spec(name: &str, data: &Path) -> DatasetSpec {
@@ -18,7 +19,7 @@ fn bench_encode(c: &mut Criterion, label: &str, spec: &DatasetSpec) {
     group.bench_function(label, |b| {
         b.iter(|| {
             let mut sum = 0u64;
-            encode_file(spec, &encoder, Part::Train, false, |ids, _| {
+            encode_file(spec, &encoder, Split::Train, false, |ids, _| {
                 sum = sum.wrapping_add(ids[0] as u64);
                 Ok(())
             })
@@ -32,7 +33,7 @@ fn bench_encode(c: &mut Criterion, label: &str, spec: &DatasetSpec) {
 fn frappe(c: &mut Criterion) {
     let data = std::env::var_os("CTR_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(ensemble_serve::paths::DEFAULT_DATA_DIR));
     if !data.join("benchmarks/frappe_ctr/train.csv").is_file() {
         eprintln!("*** SKIPPED frappe bench: no real data at {} ***", data.display());
         return;

@@ -33,13 +33,15 @@ struct Fixture {
 
 fn fixture() -> Option<Fixture> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let data = std::env::var_os("CTR_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("../shared/data"));
+    let data = std::env::var_os("CTR_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(ensemble_serve::paths::DEFAULT_DATA_DIR));
     if !data.join("benchmarks/frappe_ctr/test.csv").is_file() {
         eprintln!("*** SKIPPED serving bench: no real data at {} ***", data.display());
         return None;
     }
     let spec = DatasetSpec::load(&root.join("config/datasets/frappe_ctr.toml"), &data).expect("spec");
-    let rows = read_instances(&spec, "test", Some(1024)).expect("frappe test rows").objects;
+    let rows = read_instances(&spec, ensemble_serve::data::Split::Test, Some(1024)).expect("frappe test rows").objects;
     let dir = ensemble_serve::artifact::latest_version(&root.join("models"), "default").expect("shipped default model");
     let artifact = Artifact::load(&dir).expect("artifact");
     let env = ensemble_serve::runtime::init(&ensemble_serve::runtime::resolve_library(None)).expect("ONNX Runtime");

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Framework;
 use crate::features::{Encoder, FeatureError};
+use crate::run_summary::Scores;
 
 pub const MANIFEST_FORMAT: &str = "ensemble-serve/model";
 pub const MANIFEST_VERSION: u32 = 1;
@@ -21,6 +23,12 @@ pub enum ArtifactError {
 pub struct Metric {
     pub auc: f64,
     pub logloss: f64,
+}
+
+impl From<Scores> for Metric {
+    fn from(s: Scores) -> Self {
+        Self { auc: s.auc, logloss: s.logloss }
+    }
 }
 
 /// Median and p99 of in-process ONNX Runtime run time (µs) at one batch size.
@@ -82,13 +90,12 @@ pub struct Manifest {
     pub git_commit: Option<String>,
     pub config_hash: String,
     pub dataset: String,
-    pub framework: String,
+    pub framework: Framework,
     pub encoder: String,
     pub inputs: InputSchema,
     pub graphs: Vec<GraphEntry>,
     /// Index (into the students) of the one with the highest validation AUC.
     pub best_student: usize,
-    pub execution_provider: String,
 }
 
 impl GraphEntry {
@@ -209,18 +216,19 @@ impl Artifact {
             if hash != g.blake3 {
                 return Err(invalid(&path, "content hash differs from the manifest's".into()));
             }
-            check_graph_inputs(&data, &manifest.inputs).map_err(|reason| invalid(&path, reason))?;
+            check_graph_inputs(&path, &data, &manifest.inputs)?;
         }
         Ok(Self { dir: dir.to_path_buf(), manifest, encoder })
     }
 }
 
 /// The graph's declared inputs must be exactly `field_ids` [batch, F] and each `seq_<name>` [batch, max_len].
-fn check_graph_inputs(bytes: &[u8], schema: &InputSchema) -> Result<(), String> {
+fn check_graph_inputs(path: &Path, bytes: &[u8], schema: &InputSchema) -> Result<(), ArtifactError> {
     use crate::onnx::proto::{tensor_shape_proto::dimension::Value, type_proto, ModelProto};
     use prost::Message;
-    let model = ModelProto::decode(bytes).map_err(|e| format!("not an ONNX model: {e}"))?;
-    let graph = model.graph.ok_or("ONNX model without a graph")?;
+    let invalid = |reason: String| ArtifactError::Invalid { path: path.into(), reason };
+    let model = ModelProto::decode(bytes).map_err(|e| invalid(format!("not an ONNX model: {e}")))?;
+    let graph = model.graph.ok_or_else(|| invalid("ONNX model without a graph".into()))?;
     let mut want: Vec<(String, i64)> = vec![("field_ids".into(), schema.field_ids.len() as i64)];
     want.extend(schema.sequences.iter().map(|s| (s.input.clone(), s.max_len as i64)));
     let got: Vec<(String, i64)> = graph
@@ -243,7 +251,7 @@ fn check_graph_inputs(bytes: &[u8], schema: &InputSchema) -> Result<(), String> 
         })
         .collect();
     if got != want {
-        return Err(format!("graph inputs {got:?} do not match the manifest's schema {want:?} (name, width)"));
+        return Err(invalid(format!("graph inputs {got:?} do not match the manifest's schema {want:?} (name, width)")));
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ensemble_serve::config::{DeviceChoice, Framework, StudentKind};
 
 #[derive(Debug, Parser)]
 #[command(name = "serve", version, about = "Train KDEF CTR ensembles and serve them with latency-budget routing")]
@@ -70,8 +71,8 @@ pub struct RunArgs {
     #[arg(long, env = "SERVE_THREADS")]
     pub threads: Option<usize>,
     /// "cpu" or "cuda" (overrides `execution_provider`).
-    #[arg(long, env = "SERVE_EXECUTION_PROVIDER")]
-    pub execution_provider: Option<String>,
+    #[arg(long, env = "SERVE_EXECUTION_PROVIDER", value_enum)]
+    pub execution_provider: Option<ensemble_serve::runtime::Provider>,
     /// Keep idle cores out of halt with SCHED_IDLE spinners (sets `idle_spin`; low-latency mode).
     #[arg(long, env = "SERVE_IDLE_SPIN")]
     pub idle_spin: Option<bool>,
@@ -90,7 +91,7 @@ pub struct TrainArgs {
     pub output: Option<PathBuf>,
     /// cpu, cuda or auto (overrides `device`).
     #[arg(long)]
-    pub device: Option<String>,
+    pub device: Option<DeviceChoice>,
     /// Random seed (overrides `seed`).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -116,10 +117,10 @@ pub struct TrainOverrides {
     pub dataset: Option<PathBuf>,
     /// Framework (overrides `framework`).
     #[arg(long)]
-    pub framework: Option<String>,
+    pub framework: Option<Framework>,
     /// Comma-separated student types (overrides `students`), e.g. mlp,mlp,mlp or pnn,final,ecn.
     #[arg(long, value_delimiter = ',')]
-    pub students: Option<Vec<String>>,
+    pub students: Option<Vec<StudentKind>>,
     /// Maximum epochs (overrides `max_epochs`).
     #[arg(long)]
     pub max_epochs: Option<usize>,
@@ -139,7 +140,7 @@ impl TrainOverrides {
             cfg.dataset = v.clone();
         }
         if let Some(v) = &self.framework {
-            cfg.framework = v.clone();
+            cfg.framework = *v;
         }
         if let Some(v) = &self.students {
             cfg.students = v.clone();
@@ -193,7 +194,7 @@ pub struct EvalArgs {
     pub spec: Option<PathBuf>,
     /// Which split of the spec to score.
     #[arg(long, value_enum, default_value = "test")]
-    pub split: Split,
+    pub split: ensemble_serve::data::Split,
     /// Score this file (in the spec's format) instead of the split's own, e.g. a newer day of logs.
     #[arg(long)]
     pub file: Option<PathBuf>,
@@ -219,18 +220,11 @@ pub struct EvalArgs {
     pub quiet: bool,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Split {
-    Train,
-    Valid,
-    Test,
-}
-
 /// Where a dataset spec's relative paths point, and where encoded datasets are cached.
 #[derive(Debug, Args, Clone)]
 pub struct DataLocation {
     /// Root for relative file paths in dataset specs.
-    #[arg(long, env = "CTR_DATA_DIR", default_value = "../shared/data")]
+    #[arg(long, env = "CTR_DATA_DIR", default_value = ensemble_serve::paths::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 }
 

@@ -9,8 +9,9 @@ use ort::environment::Environment;
 use serde::Serialize;
 
 use crate::artifact::{Artifact, ArtifactError, GraphEntry, Metric};
-use crate::data::encode::{encode_file, Part};
+use crate::data::encode::encode_file;
 use crate::data::DataError;
+use crate::data::Split;
 use crate::features::DatasetSpec;
 use crate::metrics::{auc, gauc, logloss};
 use crate::runtime::GraphSession;
@@ -30,7 +31,7 @@ pub enum EvalError {
 }
 
 pub struct EvalOptions {
-    pub part: Part,
+    pub part: Split,
     /// Rows per ONNX Runtime call.
     pub batch_rows: usize,
     pub intra_threads: usize,
@@ -194,9 +195,9 @@ fn check_fields(spec: &DatasetSpec, artifact: &Artifact) -> Result<(), EvalError
 
 fn recorded(g: &GraphEntry, opts: &EvalOptions) -> Option<Metric> {
     match (opts.part, opts.other_file) {
-        (_, true) | (Part::Train, _) => None,
-        (Part::Valid, false) => Some(g.valid.clone()),
-        (Part::Test, false) => g.test.clone(),
+        (_, true) | (Split::Train, _) => None,
+        (Split::Valid, false) => Some(g.valid.clone()),
+        (Split::Test, false) => g.test.clone(),
     }
 }
 
@@ -248,12 +249,12 @@ impl EvalReport {
 }
 
 /// `dir` itself when it holds a manifest, else its newest version directory (the server's rule).
-pub fn artifact_dir(dir: &Path) -> Result<PathBuf, String> {
+pub fn artifact_dir(dir: &Path) -> Result<PathBuf, ArtifactError> {
     if dir.join("manifest.json").is_file() {
         return Ok(dir.to_path_buf());
     }
     let parent = dir.parent().unwrap_or(Path::new("."));
-    let name =
-        dir.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("{}: not a model directory", dir.display()))?;
-    crate::artifact::latest_version(parent, name).map_err(|e| e.to_string())
+    let not_a_model = || ArtifactError::Invalid { path: dir.into(), reason: "not a model directory".into() };
+    let name = dir.file_name().and_then(|n| n.to_str()).ok_or_else(not_a_model)?;
+    crate::artifact::latest_version(parent, name)
 }

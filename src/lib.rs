@@ -16,6 +16,7 @@ pub mod onnx;
 pub mod paths;
 #[cfg(any(feature = "train", feature = "loadgen"))]
 pub mod plot;
+pub mod run_summary;
 pub mod runtime;
 pub mod serve;
 #[cfg(feature = "train")]

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use ensemble_serve::data::Split;
 use ensemble_serve::{config, data, features, paths, runtime};
 
 use cli::{Cli, Command, DataCommand};
@@ -24,7 +25,9 @@ fn main() -> ExitCode {
 
 fn init_logging(format: cli::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: `serve run > server.log` gets plain text (and NO_COLOR is honoured).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         cli::LogFormat::Text => builder.init(),
         cli::LogFormat::Json => builder.json().init(),
@@ -39,8 +42,7 @@ fn dispatch(command: Command) -> Result<()> {
         Command::Eval(args) => run_eval(args),
         Command::Data(cmd) => run_data(cmd),
         Command::Health(args) => {
-            ensemble_serve::serve::probe::ready(&args.url, std::time::Duration::from_secs(args.timeout_s))
-                .map_err(anyhow::Error::msg)
+            Ok(ensemble_serve::serve::probe::ready(&args.url, std::time::Duration::from_secs(args.timeout_s))?)
         }
     }
 }
@@ -64,8 +66,8 @@ fn run_server(args: cli::RunArgs) -> Result<()> {
     if let Some(m) = args.default_model {
         cfg.default_model = m;
     }
-    if let Some(p) = &args.execution_provider {
-        cfg.execution_provider = p.clone();
+    if let Some(p) = args.execution_provider {
+        cfg.execution_provider = p;
     }
     if let Some(t) = args.threads {
         cfg.intra_op_threads = t;
@@ -139,24 +141,19 @@ fn run_data(cmd: DataCommand) -> Result<()> {
 }
 
 fn run_eval(args: cli::EvalArgs) -> Result<()> {
-    use ensemble_serve::data::encode::Part;
-    let dir = ensemble_serve::eval::artifact_dir(&args.model_dir).map_err(anyhow::Error::msg)?;
+    let dir = ensemble_serve::eval::artifact_dir(&args.model_dir)?;
     let artifact = ensemble_serve::artifact::Artifact::load(&dir)?;
     let spec_path = args.spec.unwrap_or_else(|| format!("config/datasets/{}.toml", artifact.manifest.dataset).into());
     let mut spec = features::DatasetSpec::load(&spec_path, &args.location.data_dir)
         .with_context(|| format!("dataset spec {}", spec_path.display()))?;
-    let part = match args.split {
-        cli::Split::Train => Part::Train,
-        cli::Split::Valid => Part::Valid,
-        cli::Split::Test => Part::Test,
-    };
+    let part = args.split;
     if let Some(file) = &args.file {
         // The file is scored whole, in place of the split (a one-file spec's row filter no longer applies).
         spec.files.split = None;
         match part {
-            Part::Train => spec.files.train = file.clone(),
-            Part::Valid => spec.files.valid = Some(file.clone()),
-            Part::Test => spec.files.test = Some(file.clone()),
+            Split::Train => spec.files.train = file.clone(),
+            Split::Valid => spec.files.valid = Some(file.clone()),
+            Split::Test => spec.files.test = Some(file.clone()),
         }
     }
     if let Some(p) = args.on_error {
@@ -220,7 +217,7 @@ fn run_train(args: cli::TrainArgs) -> Result<()> {
     let spec = features::DatasetSpec::load(&cfg.dataset, &args.location.data_dir)?;
     let data = data::Dataset::open(&spec, &paths::cache_dir().join("datasets"), true)?;
     tracing::info!(dataset = %spec.name, rows = data.train.rows, cached = data.from_cache, "training data ready");
-    let name = if cfg.name.is_empty() { format!("{}_{}", spec.name, cfg.framework) } else { cfg.name.clone() };
+    let name = cfg.run_name(&spec.name);
     let outcome = train::train(&cfg, &data, !args.quiet, |e| tracing::info!("{}", train::report::epoch_line(e)))?;
     let dir = args.output.unwrap_or_else(|| std::path::PathBuf::from("runs").join(&name));
     let dir =

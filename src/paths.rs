@@ -19,9 +19,12 @@ pub fn default_ort_library() -> PathBuf {
     cache_dir().join("onnxruntime-1.31.1").join("libonnxruntime.so.1.31.1")
 }
 
-/// Real CTR data: `$CTR_DATA_DIR`, else `../shared/data` relative to the working directory.
+/// Where real CTR data lives unless `CTR_DATA_DIR` says otherwise (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "../shared/data";
+
+/// Real CTR data: `$CTR_DATA_DIR`, else [`DEFAULT_DATA_DIR`].
 pub fn data_dir() -> PathBuf {
-    std::env::var_os("CTR_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("../shared/data"))
+    std::env::var_os("CTR_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.

@@ -42,7 +42,8 @@ pub fn resolve_library(explicit: Option<&Path>) -> PathBuf {
 }
 
 /// Where a graph runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Provider {
     Cpu,
     Cuda,
@@ -53,17 +54,6 @@ impl Provider {
         match self {
             Provider::Cpu => "cpu",
             Provider::Cuda => "cuda",
-        }
-    }
-}
-
-impl std::str::FromStr for Provider {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "cpu" => Ok(Provider::Cpu),
-            "cuda" => Ok(Provider::Cuda),
-            other => Err(format!("execution provider '{other}' (cpu or cuda)")),
         }
     }
 }

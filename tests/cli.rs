@@ -36,6 +36,9 @@ fn wrong_ort_library_is_a_one_line_error() {
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors, ["error: ONNX Runtime library not found at /nonexistent/libonnxruntime.so (run scripts/setup, or pass --ort-lib / set ORT_DYLIB_PATH)"]);
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    // stderr is a pipe here, not a terminal: the log lines carry no colour escapes.
+    assert!(stderr.contains("server config not found; using defaults"), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "ANSI escapes in a piped log: {stderr:?}");
 }
 
 #[test]
@@ -81,4 +84,35 @@ fn out_of_range_training_keys_are_refused_by_name_before_reading_data() {
         let line = format!("error: {}: {want}", cfg.display());
         assert!(stderr.lines().any(|l| l == line), "{key}: {stderr}");
     }
+}
+
+/// Every enum key of the training config refuses an unknown value while the file is parsed — before the
+/// dataset (which does not exist here) is opened — naming the key and the allowed values.
+#[cfg(feature = "train")]
+#[test]
+fn unknown_training_enum_values_are_refused_before_reading_data() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, allowed) in [
+        (
+            "framework = \"kdf\"",
+            "expected one of `single`, `mean`, `sum`, `concat`, `kd`, `dml`, `kdef`, `kdef_no_exam`, `cetnet`",
+        ),
+        ("students = [\"mlp\", \"transformer\"]", "expected one of `mlp`, `dcnv2`, `pnn`, `final`, `ecn`, `dhen`"),
+        ("device = \"gpu\"", "expected one of `cpu`, `cuda`, `auto`"),
+        ("dhen_modules = [\"attention\"]", "expected one of `linear`, `dcn`, `self_attention`, `dot`"),
+        ("dhen_ensemble = \"mean\"", "expected `sum` or `concat`"),
+    ] {
+        let cfg = dir.path().join("train.toml");
+        std::fs::write(&cfg, format!("dataset = \"/nonexistent/spec.toml\"\n{key}\n")).unwrap();
+        let out = serve(&["train", "--config", cfg.to_str().unwrap(), "--quiet"]);
+        assert_eq!(out.status.code(), Some(1), "{key}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.starts_with(&format!("error: {}: ", cfg.display())), "{key}: {stderr}");
+        assert!(stderr.contains(key), "the offending line is quoted: {stderr}");
+        assert!(stderr.contains(allowed), "{key}: {stderr}");
+        assert!(!stderr.contains("nonexistent"), "data was touched: {stderr}");
+    }
+    let out = serve(&["train", "--framework", "kdf", "--dataset", "/nonexistent/spec.toml"]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("framework = kdf: allowed: single, mean"), "{stderr}");
 }

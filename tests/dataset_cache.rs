@@ -2,8 +2,9 @@
 //! and holding exactly the ids of the streaming encode pass.
 mod common;
 
-use ensemble_serve::data::encode::{encode_file, Part};
+use ensemble_serve::data::encode::encode_file;
 use ensemble_serve::data::Dataset;
+use ensemble_serve::data::Split;
 
 #[test]
 fn cache_is_reused_invalidated_and_exact() {
@@ -25,7 +26,7 @@ fn cache_is_reused_invalidated_and_exact() {
         (58_284, 7_285, 7_286)
     );
     let mut streamed = Vec::new();
-    encode_file(&spec, &first.encoder, Part::Valid, false, |row, _| {
+    encode_file(&spec, &first.encoder, Split::Valid, false, |row, _| {
         streamed.extend_from_slice(row);
         Ok(())
     })

@@ -52,7 +52,9 @@ async fn wait_for(client: &reqwest::Client, base: &str, prefix: &str, want: f64)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_and_disconnects_while_the_queue_is_busy_run_no_rows() {
     let data = require_data!();
-    let rows = read_instances(&common::spec("frappe_ctr", &data), "test", Some(1024)).unwrap().objects;
+    let rows = read_instances(&common::spec("frappe_ctr", &data), ensemble_serve::data::Split::Test, Some(1024))
+        .unwrap()
+        .objects;
     let server = Server::start(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"), &[]);
     let (base, client) = (server.base.clone(), reqwest::Client::new());
 

@@ -6,7 +6,7 @@
 mod common;
 
 use ensemble_serve::artifact::{Artifact, GraphKind};
-use ensemble_serve::config::TrainConfig;
+use ensemble_serve::config::{DeviceChoice, DhenFusion, DhenModule, Framework, TrainConfig};
 use ensemble_serve::data::Dataset;
 use ensemble_serve::export::{export_run, ExportOptions};
 use ensemble_serve::metrics::auc;
@@ -17,12 +17,12 @@ const MAX_ROWS: usize = 10_000;
 
 fn small_config(framework: &str, students: &[&str]) -> TrainConfig {
     TrainConfig {
-        framework: framework.into(),
-        students: students.iter().map(|s| s.to_string()).collect(),
+        framework: framework.parse().unwrap(),
+        students: students.iter().map(|s| s.parse().unwrap()).collect(),
         hidden_units: vec![64, 32],
         batch_size: 2048,
         max_epochs: 1,
-        device: "cpu".into(),
+        device: DeviceChoice::Cpu,
         ..TrainConfig::default()
     }
 }
@@ -32,7 +32,7 @@ fn check(framework: &str, students: &[&str]) {
 }
 
 fn check_with(cfg: TrainConfig) {
-    let (framework, students) = (cfg.framework.clone(), cfg.students.clone());
+    let (framework, students) = (cfg.framework, cfg.students.clone());
     let data_dir = require_data!();
     let spec = common::spec("ml100k_ctr", &data_dir);
     let tmp = tempfile::tempdir().unwrap();
@@ -67,7 +67,7 @@ fn check_with(cfg: TrainConfig) {
         // Concat trains only the fused head: its students' own heads keep their random init, so their
         // near-constant outputs are nearly all ties and AUC flips on 1e-7 noise; probabilities still compared.
         let what = format!("{framework} ensemble column {s}");
-        assert_close_auc(&column, &tch_students[s][..rows], labels, &what, framework != "concat");
+        assert_close_auc(&column, &tch_students[s][..rows], labels, &what, framework != Framework::Concat);
         let (alone, _) = load(&g.file).run(ids, valid.width, "probability").unwrap();
         let worst = alone.iter().zip(&column).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(worst <= 1e-6, "{framework}: student_{s}.onnx differs from ensemble column by {worst}");
@@ -169,12 +169,42 @@ fn single_dhen_attention_linear() {
 #[test]
 fn single_dhen_all_modules_concat() {
     let mut cfg = small_config("single", &["dhen"]);
-    cfg.dhen_modules = vec!["linear".into(), "dcn".into(), "self_attention".into(), "dot".into()];
-    cfg.dhen_ensemble = "concat".into();
+    cfg.dhen_modules = DhenModule::ALL.to_vec();
+    cfg.dhen_ensemble = DhenFusion::Concat;
     check_with(cfg);
 }
 
 #[test]
 fn concat_fusion() {
     check("concat", &["mlp", "mlp"]);
+}
+
+/// `serve export` reads the run's `summary.json` as a typed record: a deleted field fails the export with
+/// the file and the field named, and nothing is written.
+#[test]
+fn export_names_a_field_missing_from_the_summary() {
+    let data_dir = require_data!();
+    let spec = common::spec("ml100k_ctr", &data_dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Dataset::open(&spec, &tmp.path().join("cache"), false).unwrap();
+    let cfg = small_config("kdef", &["mlp", "mlp"]);
+    let out = train::train(&cfg, &data, false, |_| {}).unwrap();
+    let run = train::report::write_run(&tmp.path().join("run"), &cfg, &out, &data).unwrap();
+    let summary_path = run.join("summary.json");
+    let intact: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
+    let models = tmp.path().join("models");
+    for field in ["best_student", "valid", "test", "framework"] {
+        let mut broken = intact.clone();
+        broken.as_object_mut().unwrap().remove(field).expect("the field is written");
+        std::fs::write(&summary_path, serde_json::to_vec_pretty(&broken).unwrap()).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_serve"))
+            .args(["export", run.to_str().unwrap(), "--models-dir", models.to_str().unwrap(), "--profile-runs", "1"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{field}: {stderr}");
+        let want = format!("{}: missing field `{field}`", summary_path.display());
+        assert!(stderr.contains(&want), "{field}: {stderr}");
+        assert!(!models.join("run").exists(), "{field}: an artifact was written");
+    }
 }

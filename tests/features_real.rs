@@ -4,11 +4,12 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 
-use ensemble_serve::data::encode::{encode_file, fit_encoder, Part};
+use ensemble_serve::data::encode::{encode_file, fit_encoder};
+use ensemble_serve::data::Split;
 use ensemble_serve::features::{Encoder, FieldKind};
 use serde_json::{json, Map, Value};
 
-fn encode_all(spec: &ensemble_serve::features::DatasetSpec, enc: &Encoder, part: Part) -> (Vec<u32>, Vec<f32>, u64) {
+fn encode_all(spec: &ensemble_serve::features::DatasetSpec, enc: &Encoder, part: Split) -> (Vec<u32>, Vec<f32>, u64) {
     let (mut ids, mut labels) = (Vec::new(), Vec::new());
     let stats = encode_file(spec, enc, part, false, |row, label| {
         ids.extend_from_slice(row);
@@ -46,8 +47,8 @@ fn frappe_counts_and_vocabularies() {
     let (enc, fit) = fit_encoder(&spec, false).unwrap();
     assert_eq!(fit.rows, 202_026);
     assert_eq!(enc.fields.len(), 10);
-    let valid = encode_file(&spec, &enc, Part::Valid, false, |_, _| Ok(())).unwrap();
-    let test = encode_file(&spec, &enc, Part::Test, false, |_, _| Ok(())).unwrap();
+    let valid = encode_file(&spec, &enc, Split::Valid, false, |_, _| Ok(())).unwrap();
+    let test = encode_file(&spec, &enc, Split::Test, false, |_, _| Ok(())).unwrap();
     assert_eq!((valid.rows, test.rows), (57_721, 28_862));
     assert_eq!(fit.rejects.count + valid.rejects.count + test.rejects.count, 0);
     eprintln!(
@@ -69,8 +70,8 @@ fn ml100k_counts_vocabularies_and_genre_sequences() {
     let spec = common::spec("ml100k_ctr", &data);
     let (enc, fit) = fit_encoder(&spec, false).unwrap();
     assert_eq!(fit.rows, 58_284);
-    let (valid_ids, _, valid_rows) = encode_all(&spec, &enc, Part::Valid);
-    let (_, _, test_rows) = encode_all(&spec, &enc, Part::Test);
+    let (valid_ids, _, valid_rows) = encode_all(&spec, &enc, Split::Valid);
+    let (_, _, test_rows) = encode_all(&spec, &enc, Split::Test);
     assert_eq!((valid_rows, test_rows), (7_285, 7_286));
     let want = independent_vocab_sizes(&spec.files.train, Some(("Genres", "^")));
     for f in &enc.fields {
@@ -100,7 +101,7 @@ fn json_path_matches_training_path(name: &str) {
     let data = require_data!();
     let spec = common::spec(name, &data);
     let (enc, _) = fit_encoder(&spec, false).unwrap();
-    let (train_ids, _, rows) = encode_all(&spec, &enc, Part::Valid);
+    let (train_ids, _, rows) = encode_all(&spec, &enc, Split::Valid);
     let (header, csv_rows) = common::read_plain_csv(&spec.files.valid.clone().unwrap());
     assert_eq!(rows as usize, csv_rows.len());
     let mut out = vec![0u32; enc.width()];

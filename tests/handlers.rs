@@ -11,7 +11,7 @@ const CONTEXT: [&str; 8] = ["user", "daytime", "weekday", "isweekend", "homework
 fn rows(n: usize) -> Option<Vec<Map<String, Value>>> {
     let data = common::data_dir()?;
     let spec = common::spec("frappe_ctr", &data);
-    Some(read_instances(&spec, "test", Some(n)).unwrap().objects)
+    Some(read_instances(&spec, ensemble_serve::data::Split::Test, Some(n)).unwrap().objects)
 }
 
 #[tokio::test]

@@ -3,8 +3,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ensemble_serve::data::encode::{encode_file, fit_encoder, Part};
+use ensemble_serve::data::encode::{encode_file, fit_encoder};
 use ensemble_serve::data::DataError;
+use ensemble_serve::data::Split;
 use ensemble_serve::features::{DatasetSpec, ErrorPolicy};
 
 fn spec(format: &str, train: &Path, fields: &str) -> DatasetSpec {
@@ -159,7 +160,7 @@ fn criteo_rows_gz_and_xz_read_like_plain() {
             stats.rejects.first
         );
         let mut ids = Vec::new();
-        encode_file(&s, &enc, Part::Train, false, |row, l| {
+        encode_file(&s, &enc, Split::Train, false, |row, l| {
             ids.extend_from_slice(row);
             ids.push(l as u32);
             Ok(())

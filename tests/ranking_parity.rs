@@ -54,7 +54,7 @@ async fn assert_parity(state: &Arc<AppState>, rows: &[Row], context: &[&str], ti
 async fn frappe_context_requests_match_instances_bit_for_bit_on_every_test_row() {
     let data = require_data!();
     let spec = common::spec("frappe_ctr", &data);
-    let rows = read_instances(&spec, "test", None).unwrap().objects;
+    let rows = read_instances(&spec, ensemble_serve::data::Split::Test, None).unwrap().objects;
     assert_eq!(rows.len(), 28_862);
     let state = common::app::shipped();
     let context = ["user", "daytime", "weekday", "isweekend", "homework", "weather", "country", "city"];
@@ -72,7 +72,7 @@ async fn ml100k_user_context_requests_match_instances_bit_for_bit_on_every_test_
     common::trained::small_kdef(&spec, tmp.path(), 5);
     let models = tmp.path().join("models");
     let state = common::app::state(models, ServerConfig::default());
-    let rows = read_instances(&spec, "test", None).unwrap().objects;
+    let rows = read_instances(&spec, ensemble_serve::data::Split::Test, None).unwrap().objects;
     assert_eq!(rows.len(), 7_286);
     let requests = assert_parity(&state, &rows, &["UserID", "Gender", "Age", "Occupation"], "ensemble").await;
     eprintln!("ml100k ensemble: {} rows in {requests} ranking requests, bit-identical", rows.len());

@@ -2,7 +2,7 @@
 #![cfg(feature = "train")]
 mod common;
 
-use ensemble_serve::config::TrainConfig;
+use ensemble_serve::config::{DeviceChoice, DhenFusion, DhenModule, StudentKind, TrainConfig};
 use ensemble_serve::data::Dataset;
 use ensemble_serve::model::{build_student, Framework, Outputs, StudentConfig};
 use ensemble_serve::train::{self, loss};
@@ -15,7 +15,7 @@ fn kdef_two_epochs_on_ml100k_beats_auc_070() {
     let tmp = tempfile::tempdir().unwrap();
     let data = Dataset::open(&spec, tmp.path(), false).unwrap();
     let cfg =
-        TrainConfig { max_epochs: 2, hidden_units: vec![128, 64], device: "cpu".into(), ..TrainConfig::default() };
+        TrainConfig { max_epochs: 2, hidden_units: vec![128, 64], device: DeviceChoice::Cpu, ..TrainConfig::default() };
     let out = train::train(&cfg, &data, false, |_| {}).unwrap();
     assert_eq!(out.epochs.len(), 2);
     let test = out.test.unwrap();
@@ -34,7 +34,7 @@ fn every_student_has_the_right_shape_and_gradients() {
         cross_layers: 2,
         ..StudentConfig::default()
     };
-    for kind in ensemble_serve::model::STUDENT_TYPES {
+    for &kind in StudentKind::ALL {
         let vs = nn::VarStore::new(Device::Cpu);
         let student = build_student(kind, vs.root(), 5, 4, &cfg).unwrap();
         let emb = Tensor::randn([32, 5, 4], (Kind::Float, Device::Cpu)).set_requires_grad(true);
@@ -50,14 +50,15 @@ fn every_student_has_the_right_shape_and_gradients() {
         }
     }
     let concat = StudentConfig {
-        dhen_modules: vec!["linear".into(), "dcn".into(), "dot".into()],
-        dhen_ensemble: "concat".into(),
+        dhen_modules: vec![DhenModule::Linear, DhenModule::Dcn, DhenModule::Dot],
+        dhen_ensemble: DhenFusion::Concat,
         ..cfg.clone()
     };
     let vs = nn::VarStore::new(Device::Cpu);
-    let dhen = build_student("dhen", vs.root(), 5, 4, &concat).unwrap();
+    let dhen = build_student(StudentKind::Dhen, vs.root(), 5, 4, &concat).unwrap();
     assert_eq!(dhen.logit(&Tensor::randn([8, 5, 4], (Kind::Float, Device::Cpu)), true).size(), [8, 1]);
-    assert!(build_student("nope", nn::VarStore::new(Device::Cpu).root(), 5, 4, &cfg).is_err());
+    let odd = build_student(StudentKind::Ecn, nn::VarStore::new(Device::Cpu).root(), 5, 3, &cfg);
+    assert_eq!(odd.err().map(|e| e.key), Some("embedding_dim"));
 }
 
 /// The KDEF loss on a 4-row, 3-student batch, recomputed here in f64 from the formula in algorithms.md.

@@ -56,7 +56,7 @@ struct RunArgs {
     #[arg(long, default_value = "default")]
     model: String,
     /// Root of the real data (dataset specs' relative paths).
-    #[arg(long, env = "CTR_DATA_DIR", default_value = "../shared/data")]
+    #[arg(long, env = "CTR_DATA_DIR", default_value = ensemble_serve::paths::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
     /// Requests/s that `rate_x = 1` means.
     #[arg(long, env = "LOADGEN_CAPACITY")]
@@ -97,7 +97,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     let rates = sc.rates(args.capacity).map_err(anyhow::Error::msg)?;
     let replay =
-        Replay::load(&sc.dataset, &args.data_dir, &sc.split, sc.instances_per_request).map_err(anyhow::Error::msg)?;
+        Replay::load(&sc.dataset, &args.data_dir, sc.split, sc.instances_per_request).map_err(anyhow::Error::msg)?;
     let (offline, floors) = offline_and_floors(&args, &replay)?;
     let spawned = match &args.target {
         Some(t) => {

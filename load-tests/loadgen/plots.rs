@@ -61,7 +61,7 @@ fn line_chart(path: &Path, title: &str, axes: (&str, &str), log_y: bool, series:
 
 /// Writes every plot that applies to `r` into `dir`; returns the file names written.
 pub fn write_all(r: &RunResults, dir: &Path) -> Result<Vec<String>, String> {
-    ensemble_serve::plot::register_font()?;
+    ensemble_serve::plot::register_font().map_err(|e| e.to_string())?;
     let mut written = Vec::new();
     let policies: Vec<&str> = r.policies();
     if !r.scenario.continuous && r.scenario.phases.len() > 1 {

@@ -17,7 +17,12 @@ pub struct Replay {
 }
 
 impl Replay {
-    pub fn load(spec_path: &Path, data_dir: &Path, split: &str, per_request: usize) -> Result<Self, String> {
+    pub fn load(
+        spec_path: &Path,
+        data_dir: &Path,
+        split: ensemble_serve::data::Split,
+        per_request: usize,
+    ) -> Result<Self, String> {
         let spec = DatasetSpec::load(spec_path, data_dir).map_err(|e| e.to_string())?;
         let inst = read_instances(&spec, split, None).map_err(|e| e.to_string())?;
         if inst.objects.is_empty() {

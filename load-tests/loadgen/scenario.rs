@@ -13,7 +13,7 @@ pub struct Scenario {
     /// Dataset spec whose split is replayed (relative to the working directory).
     pub dataset: PathBuf,
     #[serde(default = "default_split")]
-    pub split: String,
+    pub split: ensemble_serve::data::Split,
     #[serde(default = "one")]
     pub instances_per_request: usize,
     /// Rows per request drawn for each request (ranking traffic; DeepRecSys's mix is mean 165, at most
@@ -134,8 +134,8 @@ pub struct StopRule {
     pub error_share: Option<f64>,
 }
 
-fn default_split() -> String {
-    "test".into()
+fn default_split() -> ensemble_serve::data::Split {
+    ensemble_serve::data::Split::Test
 }
 fn one() -> usize {
     1

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
-use super::encode::{encode_file, fit_encoder, Part, SplitStats};
+use super::encode::{encode_file, fit_encoder, SplitStats};
 use super::DataError;
+use super::Split;
 use crate::features::{DatasetSpec, Encoder};
 
 /// Bump when the on-disk layout or the encoding rules change.
@@ -53,7 +54,7 @@ impl EncodedSplit {
 /// Per-split facts kept next to the encoded data.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartMeta {
-    pub part: String,
+    pub part: Split,
     pub rows: u64,
     pub label_mean: f64,
     pub skipped: u64,
@@ -123,13 +124,13 @@ fn build(spec: &DatasetSpec, dir: &Path, progress: bool) -> Result<(), DataError
     let (encoder, _) = fit_encoder(spec, progress)?;
     encoder.save(&tmp.path().join("encoder.json"))?;
     let mut parts = Vec::new();
-    for part in Part::ALL {
+    for part in Split::ALL {
         if part.source(spec).is_none() {
             continue;
         }
         let stats = write_part(spec, &encoder, part, tmp.path(), progress)?;
         parts.push(PartMeta {
-            part: part.name().into(),
+            part,
             rows: stats.rows,
             label_mean: stats.label_mean(),
             skipped: stats.rejects.count,
@@ -152,7 +153,7 @@ fn build(spec: &DatasetSpec, dir: &Path, progress: bool) -> Result<(), DataError
 fn write_part(
     spec: &DatasetSpec,
     encoder: &Encoder,
-    part: Part,
+    part: Split,
     dir: &Path,
     progress: bool,
 ) -> Result<SplitStats, DataError> {
@@ -179,15 +180,14 @@ fn load(dir: &Path, from_cache: bool) -> Result<Dataset, DataError> {
     let encoder = Encoder::load(&dir.join("encoder.json"))?;
     let mut splits = [None, None, None];
     for pm in &meta.parts {
-        let idx = Part::ALL.iter().position(|p| p.name() == pm.part).expect("known part");
-        splits[idx] = Some(map_split(dir, &pm.part, pm.rows as usize, meta.width)?);
+        splits[pm.part.index()] = Some(map_split(dir, pm.part, pm.rows as usize, meta.width)?);
     }
     let [train, valid, test] = splits;
     let train = train.ok_or_else(|| DataError::Header { path: meta_path, reason: "no train split".into() })?;
     Ok(Dataset { encoder, train, valid, test, parts: meta.parts, dir: dir.to_path_buf(), from_cache })
 }
 
-fn map_split(dir: &Path, part: &str, rows: usize, width: usize) -> Result<EncodedSplit, DataError> {
+fn map_split(dir: &Path, part: Split, rows: usize, width: usize) -> Result<EncodedSplit, DataError> {
     let map = |name: String, want: usize| -> Result<Store, DataError> {
         let path = dir.join(name);
         let file = File::open(&path).map_err(|e| DataError::io(&path, e))?;

@@ -4,43 +4,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::reader::{Rejects, RowReader};
-use super::{byte_progress, DataError};
+use super::reader::{LineError, Rejects, RowReader};
+use super::{byte_progress, DataError, Split};
 use crate::features::{DatasetSpec, Encoder, VocabCounter};
 
-/// Which part of a dataset a pass reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    Train,
-    Valid,
-    Test,
-}
-
-impl Part {
-    pub const ALL: [Part; 3] = [Part::Train, Part::Valid, Part::Test];
-    pub fn name(self) -> &'static str {
-        match self {
-            Part::Train => "train",
-            Part::Valid => "valid",
-            Part::Test => "test",
-        }
-    }
+impl Split {
     /// The file holding this part and, for a one-file spec, the rows of that file that belong to it.
     pub fn source(self, spec: &DatasetSpec) -> Option<(&Path, Option<RowFilter>)> {
         let files = &spec.files;
         if let Some(split) = &files.split {
             let r = split.ratios;
             let (lo, hi) = match self {
-                Part::Train => (0.0, r[0]),
-                Part::Valid => (r[0], r[0] + r[1]),
-                Part::Test => (r[0] + r[1], 1.0 + f64::EPSILON),
+                Split::Train => (0.0, r[0]),
+                Split::Valid => (r[0], r[0] + r[1]),
+                Split::Test => (r[0] + r[1], 1.0 + f64::EPSILON),
             };
             return Some((&files.train, Some(RowFilter { seed: split.seed, lo, hi })));
         }
         match self {
-            Part::Train => Some((&files.train, None)),
-            Part::Valid => files.valid.as_deref().map(|p| (p, None)),
-            Part::Test => files.test.as_deref().map(|p| (p, None)),
+            Split::Train => Some((&files.train, None)),
+            Split::Valid => files.valid.as_deref().map(|p| (p, None)),
+            Split::Test => files.test.as_deref().map(|p| (p, None)),
         }
     }
 }
@@ -98,9 +82,9 @@ impl SplitStats {
 /// Streams `part` through `visit(row cells…)`, applying the error policy to rows `visit` rejects.
 fn stream(
     spec: &DatasetSpec,
-    part: Part,
+    part: Split,
     progress: bool,
-    mut visit: impl FnMut(&super::RawRow<'_>) -> Result<(), (usize, String)>,
+    mut visit: impl FnMut(&super::RawRow<'_>) -> Result<(), (usize, crate::features::BadValue)>,
 ) -> Result<SplitStats, DataError> {
     let Some((path, filter)) = part.source(spec) else {
         return Ok(SplitStats::default());
@@ -121,7 +105,9 @@ fn stream(
                 stats.rows += 1;
                 stats.label_sum += label as f64;
             }
-            Err((field, reason)) => reader.reject(line, format!("field '{}': {reason}", spec.fields[field].name))?,
+            Err((field, reason)) => {
+                reader.reject(line, LineError::Field { field: spec.fields[field].name.clone(), reason })?
+            }
         }
         if stats.rows % 65_536 == 0 {
             if let Some(b) = &bar {
@@ -141,7 +127,7 @@ fn stream(
 /// Pass 1: counts values on the training part and fits the encoder.
 pub fn fit_encoder(spec: &DatasetSpec, progress: bool) -> Result<(Encoder, SplitStats), DataError> {
     let mut counter = VocabCounter::new(spec);
-    let stats = stream(spec, Part::Train, progress, |row| counter.add_row(row.cells()))?;
+    let stats = stream(spec, Split::Train, progress, |row| counter.add_row(row.cells()))?;
     Ok((counter.into_encoder(spec), stats))
 }
 
@@ -149,7 +135,7 @@ pub fn fit_encoder(spec: &DatasetSpec, progress: bool) -> Result<(Encoder, Split
 pub fn encode_file(
     spec: &DatasetSpec,
     encoder: &Encoder,
-    part: Part,
+    part: Split,
     progress: bool,
     mut sink: impl FnMut(&[u32], f32) -> Result<(), DataError>,
 ) -> Result<SplitStats, DataError> {

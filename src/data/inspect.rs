@@ -1,8 +1,9 @@
 //! `serve data inspect`: both passes over every split, timed, with a per-field and per-split report.
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
-use super::encode::{encode_file, fit_encoder, Part, SplitStats};
+use super::encode::{encode_file, fit_encoder, SplitStats};
 use super::DataError;
+use super::Split;
 use crate::features::{DatasetSpec, Encoder, FieldKind};
 
 /// What inspection measured.
@@ -11,14 +12,14 @@ pub struct InspectReport {
     /// The vocabulary pass over the training part.
     pub fit: SplitStats,
     /// The encode pass over each present part.
-    pub parts: Vec<(Part, SplitStats)>,
+    pub parts: Vec<(Split, SplitStats)>,
 }
 
 /// Runs the vocabulary pass, then the encode pass over every part (discarding the ids).
 pub fn inspect(spec: &DatasetSpec, progress: bool) -> Result<InspectReport, DataError> {
     let (encoder, fit) = fit_encoder(spec, progress)?;
     let mut parts = Vec::new();
-    for part in Part::ALL {
+    for part in Split::ALL {
         if part.source(spec).is_some() {
             let mut checksum = 0u64;
             let stats = encode_file(spec, &encoder, part, progress, |ids, _| {
@@ -33,7 +34,7 @@ pub fn inspect(spec: &DatasetSpec, progress: bool) -> Result<InspectReport, Data
 }
 
 impl InspectReport {
-    pub fn stats(&self, part: Part) -> Option<&SplitStats> {
+    pub fn stats(&self, part: Split) -> Option<&SplitStats> {
         self.parts.iter().find(|(p, _)| *p == part).map(|(_, s)| s)
     }
 
@@ -69,7 +70,13 @@ impl InspectReport {
                 FieldKind::NumericBucket => "numeric_bucket".to_string(),
                 FieldKind::Sequence { max_len, .. } => format!("sequence ≤{max_len}"),
             };
-            fields.add_row([f.spec.name.clone(), kind, f.vocab.size().to_string(), oov(Part::Valid), oov(Part::Test)]);
+            fields.add_row([
+                f.spec.name.clone(),
+                kind,
+                f.vocab.size().to_string(),
+                oov(Split::Valid),
+                oov(Split::Test),
+            ]);
         }
         let mut out = format!(
             "dataset {} ({:?}), vocabulary pass: {} rows in {:.3} s ({:.0} rows/s)\n{splits}\n{fields}\n",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::{DataError, RowReader};
+use super::{DataError, RowReader, Split};
 use crate::features::DatasetSpec;
 
 /// Raw rows of one split as JSON objects, and their labels.
@@ -14,20 +14,20 @@ pub struct Instances {
     pub labels: Vec<f32>,
 }
 
-/// The file of `split` ("train", "valid" or "test"); a spec that splits one file at encode time has none.
-pub fn split_file(spec: &DatasetSpec, split: &str) -> Result<PathBuf, String> {
+/// The file of `split`; a spec that splits one file at encode time has none.
+pub fn split_file(spec: &DatasetSpec, split: Split) -> Result<PathBuf, DataError> {
     let file = match split {
-        "train" => Some(&spec.files.train),
-        "valid" => spec.files.valid.as_ref(),
-        "test" => spec.files.test.as_ref(),
-        other => return Err(format!("unknown split '{other}' (train, valid or test)")),
+        Split::Train => Some(&spec.files.train),
+        Split::Valid => spec.files.valid.as_ref(),
+        Split::Test => spec.files.test.as_ref(),
     };
-    file.cloned().ok_or_else(|| format!("dataset '{}' has no separate {split} file", spec.name))
+    let reason = || format!("dataset '{}' has no separate {split} file", spec.name);
+    file.cloned().ok_or_else(|| DataError::Spec { reason: reason() })
 }
 
 /// Reads at most `limit` rows of `split`; every cell stays the string the file holds.
-pub fn read_instances(spec: &DatasetSpec, split: &str, limit: Option<usize>) -> Result<Instances, DataError> {
-    let path = split_file(spec, split).map_err(|reason| DataError::Spec { reason })?;
+pub fn read_instances(spec: &DatasetSpec, split: Split, limit: Option<usize>) -> Result<Instances, DataError> {
+    let path = split_file(spec, split)?;
     let mut reader = RowReader::open(spec, &path, Arc::default())?;
     let names: Vec<&str> = spec.fields.iter().map(|f| f.name.as_str()).collect();
     let (mut objects, mut labels) = (Vec::new(), Vec::new());

@@ -6,6 +6,7 @@ pub mod inspect;
 pub mod instances;
 pub mod raw;
 pub mod reader;
+pub mod split;
 pub mod synth;
 
 use std::io::{self, Read};
@@ -16,6 +17,7 @@ use std::sync::Arc;
 pub use cache::{Dataset, EncodedSplit};
 pub use encode::{encode_file, fit_encoder, SplitStats};
 pub use reader::{RawRow, RowReader};
+pub use split::Split;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {

@@ -20,6 +20,37 @@ pub struct RawRow<'a> {
     spans: &'a [(usize, usize)],
 }
 
+/// Why one line is malformed; the reader adds the file and the line number.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LineError {
+    #[error("unreadable record: {0}")]
+    Unreadable(String),
+    #[error("read error: {0}")]
+    Read(String),
+    #[error("expected {expected} columns, found {found}")]
+    Columns { expected: usize, found: usize },
+    #[error("not valid UTF-8")]
+    Utf8,
+    #[error("label '{0}' is not 0/1 (or 1/-1)")]
+    Label(String),
+    #[error("empty line")]
+    Empty,
+    #[error("'{0}' is not idx:val")]
+    NotIndexValue(String),
+    #[error("feature index '{0}' is not an integer")]
+    Index(String),
+    #[error("feature value '{0}' is not a number")]
+    Value(String),
+    #[error("feature index {0} is in no field's range")]
+    NoField(u64),
+    #[error("more than {0} features on the line")]
+    TooMany(usize),
+    #[error("two features for field #{0}")]
+    Twice(usize),
+    #[error("field '{field}': {reason}")]
+    Field { field: String, reason: crate::features::BadValue },
+}
+
 impl<'a> RawRow<'a> {
     #[inline]
     pub fn cell(&self, i: usize) -> &'a str {
@@ -114,9 +145,9 @@ impl RowReader {
     }
 
     /// Applies the error policy to a malformed line (also for errors found after reading, e.g. a bad number).
-    pub fn reject(&mut self, line: u64, reason: String) -> Result<(), DataError> {
+    pub fn reject(&mut self, line: u64, reason: LineError) -> Result<(), DataError> {
         if self.policy == ErrorPolicy::Fail {
-            return Err(DataError::Malformed { path: self.path.clone(), line, reason });
+            return Err(DataError::Malformed { path: self.path.clone(), line, reason: reason.to_string() });
         }
         self.rejects.count += 1;
         if self.rejects.first.len() < REPORTED_ERRORS {
@@ -126,7 +157,7 @@ impl RowReader {
     }
 
     /// Reads one line into `text`/`spans`; `Ok(false)` at the end, `Err(reason)` for a malformed line.
-    fn parse_next(&mut self) -> Result<bool, String> {
+    fn parse_next(&mut self) -> Result<bool, LineError> {
         self.text.clear();
         self.spans.clear();
         match &mut self.source {
@@ -136,16 +167,16 @@ impl RowReader {
                     Ok(true) => {}
                     Err(e) => {
                         self.line += 1;
-                        return Err(format!("unreadable record: {e}"));
+                        return Err(LineError::Unreadable(e.to_string()));
                     }
                 }
                 let counted = record.position().map_or(self.line + 1, |p| p.line());
                 self.line = counted + u64::from(*cr_pending);
                 *cr_pending = ends_at_cr(counted, *cr_pending, record, records.position());
                 if record.len() != *columns {
-                    return Err(format!("expected {columns} columns, found {}", record.len()));
+                    return Err(LineError::Columns { expected: *columns, found: record.len() });
                 }
-                let text = std::str::from_utf8(record.as_slice()).map_err(|_| "not valid UTF-8".to_string())?;
+                let text = std::str::from_utf8(record.as_slice()).map_err(|_| LineError::Utf8)?;
                 self.text.push_str(text);
                 let label_range = record.range(*label_col).expect("checked width");
                 self.label = parse_label(&text[label_range])?;
@@ -157,7 +188,7 @@ impl RowReader {
             }
             Source::Lines { lines, raw } => {
                 raw.clear();
-                let n = lines.read_line(raw).map_err(|e| format!("read error: {e}"))?;
+                let n = lines.read_line(raw).map_err(|e| LineError::Read(e.to_string()))?;
                 if n == 0 {
                     return Ok(false);
                 }
@@ -207,16 +238,21 @@ fn ends_at_cr(counted: u64, cr_was_pending: bool, record: &csv::ByteRecord, afte
 }
 
 /// Labels 1 / 0 / -1 (also as floats); anything else is malformed.
-pub fn parse_label(raw: &str) -> Result<f32, String> {
+pub fn parse_label(raw: &str) -> Result<f32, LineError> {
     match raw.trim() {
         "1" | "1.0" | "+1" => Ok(1.0),
         "0" | "0.0" | "-1" | "-1.0" => Ok(0.0),
-        other => Err(format!("label '{other}' is not 0/1 (or 1/-1)")),
+        other => Err(LineError::Label(other.into())),
     }
 }
 
 /// `label \t I1..I13 \t C1..C26`: exactly 40 tab-separated columns, blanks allowed.
-fn parse_criteo(line: &str, text: &mut String, spans: &mut Vec<(usize, usize)>, label: &mut f32) -> Result<(), String> {
+fn parse_criteo(
+    line: &str,
+    text: &mut String,
+    spans: &mut Vec<(usize, usize)>,
+    label: &mut f32,
+) -> Result<(), LineError> {
     text.push_str(line);
     let mut start = 0;
     for tab in memchr::memchr_iter(b'\t', line.as_bytes()).chain([line.len()]) {
@@ -226,7 +262,7 @@ fn parse_criteo(line: &str, text: &mut String, spans: &mut Vec<(usize, usize)>, 
     let (a, b) = spans.remove(0);
     *label = parse_label(&line[a..b])?;
     if spans.len() != 39 {
-        return Err(format!("expected 40 tab-separated columns, found {}", spans.len() + 1));
+        return Err(LineError::Columns { expected: 40, found: spans.len() + 1 });
     }
     Ok(())
 }
@@ -238,28 +274,28 @@ fn parse_libsvm(
     text: &mut String,
     spans: &mut Vec<(usize, usize)>,
     label: &mut f32,
-) -> Result<(), String> {
+) -> Result<(), LineError> {
     let mut tokens = line.split_ascii_whitespace();
-    *label = parse_label(tokens.next().ok_or("empty line")?)?;
+    *label = parse_label(tokens.next().ok_or(LineError::Empty)?)?;
     spans.resize(ranges.len(), (0, 0));
     let mut seen = vec![false; ranges.len()];
     for (pos, tok) in tokens.enumerate() {
-        let (idx, val) = tok.split_once(':').ok_or_else(|| format!("'{tok}' is not idx:val"))?;
-        let index: u64 = idx.parse().map_err(|_| format!("feature index '{idx}' is not an integer"))?;
-        val.parse::<f64>().map_err(|_| format!("feature value '{val}' is not a number"))?;
+        let (idx, val) = tok.split_once(':').ok_or_else(|| LineError::NotIndexValue(tok.into()))?;
+        let index: u64 = idx.parse().map_err(|_| LineError::Index(idx.into()))?;
+        val.parse::<f64>().map_err(|_| LineError::Value(val.into()))?;
         let field = if ranges.iter().all(Option::is_none) {
             pos
         } else {
             ranges
                 .iter()
                 .position(|r| r.is_some_and(|[lo, hi]| (lo..=hi).contains(&index)))
-                .ok_or_else(|| format!("feature index {index} is in no field's range"))?
+                .ok_or(LineError::NoField(index))?
         };
         if field >= ranges.len() {
-            return Err(format!("more than {} features on the line", ranges.len()));
+            return Err(LineError::TooMany(ranges.len()));
         }
         if std::mem::replace(&mut seen[field], true) {
-            return Err(format!("two features for field #{}", field + 1));
+            return Err(LineError::Twice(field + 1));
         }
         let start = text.len();
         text.push_str(idx);

@@ -6,16 +6,21 @@ use std::time::Instant;
 use tch::{nn, Device};
 
 use crate::artifact::{self, GraphEntry, GraphKind, LatencyPoint, Manifest, Metric};
-use crate::config::TrainConfig;
+use crate::config::{InvalidKey, TrainConfig};
 use crate::features::Encoder;
 use crate::model::{Ensemble, FieldLayout};
 use crate::onnx::builder::to_bytes;
+use crate::run_summary::{RunSummary, SummaryError};
 use crate::runtime::{self, GraphSession};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("{path}: {reason}")]
     Run { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Summary(#[from] SummaryError),
+    #[error("{path}: {error}")]
+    Config { path: PathBuf, error: InvalidKey },
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
     #[error("ONNX Runtime: {0}")]
@@ -42,7 +47,7 @@ pub struct ExportOptions {
 pub struct LoadedRun {
     pub cfg: TrainConfig,
     pub encoder: Encoder,
-    pub summary: serde_json::Value,
+    pub summary: RunSummary,
     pub vs: nn::VarStore,
     pub ensemble: Ensemble,
 }
@@ -52,13 +57,10 @@ pub fn load_run(run: &Path) -> Result<LoadedRun, ExportError> {
     let cfg: TrainConfig =
         crate::config::load(&run.join("config.toml")).map_err(|e| err("config.toml", e.to_string()))?;
     let encoder = Encoder::load(&run.join("encoder.json")).map_err(|e| err("encoder.json", e.to_string()))?;
-    let summary: serde_json::Value = std::fs::read(run.join("summary.json"))
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-        .map_err(|e| err("summary.json", e))?;
+    let summary = RunSummary::load(&run.join("summary.json"))?;
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let ensemble =
-        Ensemble::from_config(&vs.root(), &cfg, &FieldLayout::new(&encoder)).map_err(|e| err("config.toml", e))?;
+    let ensemble = Ensemble::from_config(&vs.root(), &cfg, &FieldLayout::new(&encoder))
+        .map_err(|error| ExportError::Config { path: run.join("config.toml"), error })?;
     vs.load(run.join("weights.safetensors")).map_err(|e| err("weights.safetensors", e.to_string()))?;
     Ok(LoadedRun { cfg, encoder, summary, vs, ensemble })
 }
@@ -91,7 +93,7 @@ pub fn export_run(run: &Path, opts: &ExportOptions) -> Result<PathBuf, ExportErr
                 loaded.ensemble.emit_ensemble(&name),
                 GraphKind::Ensemble,
                 None,
-                loaded.cfg.framework.clone(),
+                loaded.cfg.framework.to_string(),
             )
         } else {
             (
@@ -99,7 +101,7 @@ pub fn export_run(run: &Path, opts: &ExportOptions) -> Result<PathBuf, ExportErr
                 loaded.ensemble.emit_student(g, &format!("{name}_student_{g}")),
                 GraphKind::Student,
                 Some(g),
-                loaded.cfg.students[g].clone(),
+                loaded.cfg.students[g].to_string(),
             )
         };
         let model = builder.finish();
@@ -112,7 +114,8 @@ pub fn export_run(run: &Path, opts: &ExportOptions) -> Result<PathBuf, ExportErr
         std::fs::write(&path, &bytes)?;
         let mut session = GraphSession::load(env, &path, &schema, &loaded.encoder, 1)?;
         let latency = profile(&mut session, &loaded.encoder, opts.profile_runs)?;
-        let metric = |split: &str| summary_metric(&loaded.summary, split, index);
+        let summary = &loaded.summary;
+        let metric = |split| Metric::from(summary.scores(split, index));
         graphs.push(GraphEntry {
             file,
             kind,
@@ -121,8 +124,8 @@ pub fn export_run(run: &Path, opts: &ExportOptions) -> Result<PathBuf, ExportErr
             parameters,
             file_bytes: bytes.len() as u64,
             blake3: blake3::hash(&bytes).to_hex().to_string(),
-            valid: metric("valid").unwrap_or(Metric { auc: f64::NAN, logloss: f64::NAN }),
-            test: metric("test"),
+            valid: metric(&summary.valid),
+            test: summary.test.as_ref().map(metric),
             latency,
         });
     }
@@ -136,12 +139,11 @@ pub fn export_run(run: &Path, opts: &ExportOptions) -> Result<PathBuf, ExportErr
         git_commit: git_commit(),
         config_hash: blake3::hash(toml::to_string(&loaded.cfg).unwrap_or_default().as_bytes()).to_hex().to_string(),
         dataset: loaded.encoder.dataset.clone(),
-        framework: loaded.cfg.framework.clone(),
+        framework: loaded.cfg.framework,
         encoder: "encoder.json".into(),
         inputs: schema,
         graphs,
-        best_student: loaded.summary["best_student"].as_u64().unwrap_or(0) as usize,
-        execution_provider: "cpu".into(),
+        best_student: loaded.summary.best_student,
     };
     std::fs::write(
         tmp.path().join("manifest.json"),
@@ -151,16 +153,6 @@ pub fn export_run(run: &Path, opts: &ExportOptions) -> Result<PathBuf, ExportErr
         .map_err(|e| ExportError::Run { path: tmp.path().into(), reason: e.to_string() })?;
     std::fs::rename(tmp.keep(), &target)?;
     Ok(target)
-}
-
-/// `summary.json`'s AUC/logloss for the ensemble (`index` None) or student `index`.
-fn summary_metric(summary: &serde_json::Value, split: &str, index: Option<usize>) -> Option<Metric> {
-    let s = &summary[split];
-    let v = match index {
-        None => &s["ensemble"],
-        Some(k) => &s["students"][k],
-    };
-    Some(Metric { auc: v["auc"].as_f64()?, logloss: v["logloss"].as_f64()? })
 }
 
 /// Median and p99 of `runs` in-process runs at each profile batch size (rows of id 1: every field's most

@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::spec::{FieldKind, FieldSpec};
-use super::FeatureError;
+use super::{BadValue, FeatureError};
 
 pub const ENCODER_FORMAT: &str = "ensemble-serve/encoder";
 pub const ENCODER_VERSION: u32 = 1;
@@ -30,7 +30,7 @@ pub enum ValueError {
     #[error("field '{field}' is missing")]
     Missing { field: String },
     #[error("field '{field}': {reason}")]
-    Bad { field: String, reason: String },
+    Bad { field: String, reason: BadValue },
 }
 
 /// A field's vocabulary.
@@ -91,7 +91,7 @@ impl FieldEncoder {
 
     /// Encodes a raw text value (a CSV cell, or a JSON value rendered by [`json_text`]) into `out`.
     #[inline]
-    pub fn encode_text(&self, raw: &str, out: &mut [u32]) -> Result<(), String> {
+    pub fn encode_text(&self, raw: &str, out: &mut [u32]) -> Result<(), BadValue> {
         match &self.spec.kind {
             FieldKind::Categorical => out[0] = self.vocab.id(raw),
             FieldKind::NumericBucket => out[0] = self.bucket_id(raw)?,
@@ -102,7 +102,7 @@ impl FieldEncoder {
 
     /// The id of a numeric cell: its bucket's id, or the id of the empty value when blank.
     #[inline]
-    fn bucket_id(&self, raw: &str) -> Result<u32, String> {
+    fn bucket_id(&self, raw: &str) -> Result<u32, BadValue> {
         match bucket_token(raw)? {
             Some(bucket) => Ok(self.vocab.int_id(bucket)),
             None => Ok(self.vocab.id("")),
@@ -120,9 +120,9 @@ impl FieldEncoder {
 
     /// Encodes a parsed JSON value with the server's visitor (`super::json`): one definition of how JSON
     /// values become ids.
-    pub fn encode_json(&self, value: &serde_json::Value, out: &mut [u32]) -> Result<(), String> {
+    pub fn encode_json(&self, value: &serde_json::Value, out: &mut [u32]) -> Result<(), BadValue> {
         use serde::de::DeserializeSeed;
-        super::json::ValueSeed { field: self, out }.deserialize(value).map_err(|e| e.to_string())?
+        super::json::ValueSeed { field: self, out }.deserialize(value).map_err(|e| BadValue::Json(e.to_string()))?
     }
 }
 
@@ -140,7 +140,7 @@ pub fn split_tokens<'a>(raw: &'a str, separator: &'a str) -> impl Iterator<Item 
 
 /// The bucket of a numeric cell, `None` when blank.
 #[inline]
-pub fn bucket_token(raw: &str) -> Result<Option<i64>, String> {
+pub fn bucket_token(raw: &str) -> Result<Option<i64>, BadValue> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Ok(None);
@@ -151,7 +151,7 @@ pub fn bucket_token(raw: &str) -> Result<Option<i64>, String> {
     }
     match raw.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(Some(numeric_bucket(v))),
-        _ => Err(format!("'{raw}' is not a number")),
+        _ => Err(BadValue::NotANumber(raw.into())),
     }
 }
 

@@ -4,6 +4,7 @@ use rustc_hash::FxHashMap;
 
 use super::encoder::{bucket_token, split_tokens, Encoder, FieldEncoder, Vocab};
 use super::spec::{DatasetSpec, FieldKind};
+use super::BadValue;
 
 /// Per-field value counts; memory grows with the number of distinct values, not rows.
 #[derive(Debug)]
@@ -25,7 +26,7 @@ impl VocabCounter {
 
     /// Counts one row's cells. Numeric cells are parsed once, all before anything is counted, so a
     /// malformed row leaves no partial counts.
-    pub fn add_row<'a>(&mut self, cells: impl Iterator<Item = &'a str> + Clone) -> Result<(), (usize, String)> {
+    pub fn add_row<'a>(&mut self, cells: impl Iterator<Item = &'a str> + Clone) -> Result<(), (usize, BadValue)> {
         self.buckets.clear();
         for (i, raw) in cells.clone().enumerate() {
             let bucket = match self.kinds[i] {

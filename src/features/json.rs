@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::{FieldEncoder, FieldKind};
+use super::{BadValue, FieldEncoder, FieldKind};
 
 /// One field's JSON value → its ids in `out`, through the same functions as the CSV path. The inner
 /// `Err` is a value the field cannot take (the caller names the row and field); the outer one is serde's.
@@ -14,14 +14,14 @@ pub struct ValueSeed<'f, 'o> {
 }
 
 impl<'de> DeserializeSeed<'de> for ValueSeed<'_, '_> {
-    type Value = Result<(), String>;
+    type Value = Result<(), BadValue>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
-    type Value = Result<(), String>;
+    type Value = Result<(), BadValue>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a field value")
     }
@@ -55,12 +55,12 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Err("expected a value, got an object".into()))
+        Ok(Err(BadValue::Object))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         if !matches!(self.field.spec.kind, FieldKind::Sequence { .. }) {
             while seq.next_element::<IgnoredAny>()?.is_some() {}
-            return Ok(Err("an array is only accepted for a sequence field".into()));
+            return Ok(Err(BadValue::Array));
         }
         self.out.fill(0);
         let mut verdict = Ok(());
@@ -72,7 +72,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_, '_> {
                     slot += 1;
                 }
                 Token::Text(_) => {}
-                Token::Nested(what) => verdict = verdict.and(Err(format!("expected a single value, got {what}"))),
+                Token::Nested(what) => verdict = verdict.and(Err(BadValue::Nested(what))),
             }
         }
         Ok(verdict)

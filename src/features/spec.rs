@@ -119,19 +119,40 @@ enum KindName {
     Sequence,
 }
 
+/// A dataset spec that breaks a rule, naming the field when one is at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecRule {
+    #[error("no fields declared")]
+    NoFields,
+    #[error("field '{0}' is declared twice")]
+    Duplicate(String),
+    #[error("field '{field}': {rule}")]
+    Field { field: String, rule: &'static str },
+    #[error("group field '{0}' is not among the fields")]
+    UnknownGroup(String),
+    #[error("criteo format has 39 fields (13 numeric + 26 categorical), {0} declared")]
+    CriteoWidth(usize),
+    #[error("split ratios {0:?} must be non-negative and sum to 1")]
+    Ratios([f64; 3]),
+    #[error("give either valid/test files or a split, not both")]
+    SplitAndFiles,
+}
+
+fn field_rule(field: &str, rule: &'static str) -> SpecRule {
+    SpecRule::Field { field: field.into(), rule }
+}
+
 impl TryFrom<RawFieldSpec> for FieldSpec {
-    type Error = String;
-    fn try_from(r: RawFieldSpec) -> Result<Self, String> {
+    type Error = SpecRule;
+    fn try_from(r: RawFieldSpec) -> Result<Self, SpecRule> {
         let kind = match (r.kind, r.separator, r.max_len) {
             (KindName::Sequence, Some(separator), Some(max_len)) => FieldKind::Sequence { separator, max_len },
-            (KindName::Sequence, _, _) => {
-                return Err(format!("field '{}': a sequence needs separator and max_len", r.name))
-            }
+            (KindName::Sequence, _, _) => return Err(field_rule(&r.name, "a sequence needs separator and max_len")),
             (_, None, None) => match r.kind {
                 KindName::Categorical => FieldKind::Categorical,
                 _ => FieldKind::NumericBucket,
             },
-            _ => return Err(format!("field '{}': separator/max_len apply to sequence fields only", r.name)),
+            _ => return Err(field_rule(&r.name, "separator/max_len apply to sequence fields only")),
         };
         Ok(Self { name: r.name, kind, min_count: r.min_count, indices: r.indices })
     }
@@ -165,46 +186,43 @@ impl DatasetSpec {
         let mut spec: Self =
             toml::from_str(&text).map_err(|e| FeatureError::Spec { path: path.into(), reason: e.to_string() })?;
         spec.files.resolve(data_dir);
-        spec.validate().map_err(|reason| FeatureError::Spec { path: path.into(), reason })?;
+        spec.validate().map_err(|e| FeatureError::Spec { path: path.into(), reason: e.to_string() })?;
         Ok(spec)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SpecRule> {
         if self.fields.is_empty() {
-            return Err("no fields declared".into());
+            return Err(SpecRule::NoFields);
         }
         let mut names = std::collections::HashSet::new();
         for f in &self.fields {
             if !names.insert(f.name.as_str()) {
-                return Err(format!("field '{}' is declared twice", f.name));
+                return Err(SpecRule::Duplicate(f.name.clone()));
             }
             if let FieldKind::Sequence { max_len: 0, .. } = f.kind {
-                return Err(format!("field '{}': max_len must be at least 1", f.name));
+                return Err(field_rule(&f.name, "max_len must be at least 1"));
             }
             if let FieldKind::Sequence { separator, .. } = &f.kind {
                 if separator.is_empty() {
-                    return Err(format!("field '{}': separator must not be empty", f.name));
+                    return Err(field_rule(&f.name, "separator must not be empty"));
                 }
             }
         }
         if let Some(g) = &self.group {
             if !names.contains(g.as_str()) {
-                return Err(format!("group field '{g}' is not among the fields"));
+                return Err(SpecRule::UnknownGroup(g.clone()));
             }
         }
         if self.format == Format::Criteo && self.fields.len() != 39 {
-            return Err(format!(
-                "criteo format has 39 fields (13 numeric + 26 categorical), {} declared",
-                self.fields.len()
-            ));
+            return Err(SpecRule::CriteoWidth(self.fields.len()));
         }
         if let Some(split) = &self.files.split {
             let sum: f64 = split.ratios.iter().sum();
             if (sum - 1.0).abs() > 1e-9 || split.ratios.iter().any(|r| *r < 0.0) {
-                return Err(format!("split ratios {:?} must be non-negative and sum to 1", split.ratios));
+                return Err(SpecRule::Ratios(split.ratios));
             }
             if self.files.valid.is_some() || self.files.test.is_some() {
-                return Err("give either valid/test files or a split, not both".into());
+                return Err(SpecRule::SplitAndFiles);
             }
         }
         Ok(())

@@ -11,6 +11,7 @@ use tch::{nn, Kind, Tensor};
 use super::embedding::to_vec;
 use super::layers::{linear, Dense, Head, Mlp};
 use super::student::{Student, StudentConfig};
+use crate::config::{DhenFusion, DhenModule, InvalidKey};
 use crate::onnx::builder::{attr_float, attr_int, attr_ints};
 use crate::onnx::GraphBuilder;
 
@@ -90,12 +91,12 @@ enum Module {
 }
 
 impl Module {
-    fn new(kind: &str, vs: nn::Path, m: i64, d: i64) -> Result<Self, String> {
+    fn new(kind: DhenModule, vs: nn::Path, m: i64, d: i64) -> Self {
         let lin = |p: nn::Path, i, o, relu| Dense { linear: linear(p, i, o), bn: None, dropout: 0.0, relu };
-        Ok(match kind {
-            "linear" => Module::Linear(ListMix::new(vs, m, m)),
-            "dcn" => Module::Dcn { cross: lin(&vs / "cross", m * d, m * d, false), m, d },
-            "self_attention" => Module::SelfAttention {
+        match kind {
+            DhenModule::Linear => Module::Linear(ListMix::new(vs, m, m)),
+            DhenModule::Dcn => Module::Dcn { cross: lin(&vs / "cross", m * d, m * d, false), m, d },
+            DhenModule::SelfAttention => Module::SelfAttention {
                 q: lin(&vs / "q", d, d, false),
                 k: lin(&vs / "k", d, d, false),
                 v: lin(&vs / "v", d, d, false),
@@ -107,7 +108,7 @@ impl Module {
                 mix: ListMix::new(&vs / "mix", m, m),
                 d,
             },
-            "dot" => {
+            DhenModule::Dot => {
                 let pairs: Vec<i64> = (0..m).flat_map(|i| (i + 1..m).map(move |j| i * m + j)).collect();
                 let pairs_t = Tensor::from_slice(&pairs).to_device(vs.device());
                 let p = pairs.len() as i64;
@@ -120,10 +121,7 @@ impl Module {
                     d,
                 }
             }
-            other => {
-                return Err(format!("dhen: unknown interaction module '{other}' (linear, dcn, self_attention, dot)"))
-            }
-        })
+        }
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
@@ -234,15 +232,11 @@ pub struct DhenStudent {
 }
 
 impl DhenStudent {
-    pub fn new(vs: nn::Path, fields: i64, dim: i64, cfg: &StudentConfig) -> Result<Self, String> {
+    pub fn new(vs: nn::Path, fields: i64, dim: i64, cfg: &StudentConfig) -> Result<Self, InvalidKey> {
         if cfg.dhen_modules.is_empty() {
-            return Err("dhen: dhen_modules is empty".into());
+            return Err(InvalidKey::new("dhen_modules", "[]", "a dhen student needs at least one module"));
         }
-        let concat = match cfg.dhen_ensemble.as_str() {
-            "sum" => false,
-            "concat" => true,
-            other => return Err(format!("dhen: ensemble '{other}' (sum or concat)")),
-        };
+        let concat = cfg.dhen_ensemble == DhenFusion::Concat;
         let mut m = fields;
         let mut layers = Vec::new();
         for i in 0..cfg.dhen_layers {
@@ -251,8 +245,8 @@ impl DhenStudent {
                 .dhen_modules
                 .iter()
                 .enumerate()
-                .map(|(j, kind)| Module::new(kind, &p / format!("{kind}_{j}"), m, dim))
-                .collect::<Result<Vec<_>, _>>()?;
+                .map(|(j, &kind)| Module::new(kind, &p / format!("{kind}_{j}"), m, dim))
+                .collect::<Vec<_>>();
             let out = if concat { m * modules.len() as i64 } else { m };
             let shortcut = (out != m).then(|| ListMix::new(&p / "shortcut", m, out));
             layers.push(Layer { modules, shortcut, ln: Ln::new(&p / "ln", dim), concat });

@@ -8,6 +8,7 @@ use tch::{nn, nn::ModuleT, Tensor};
 use super::embedding::to_vec;
 use super::layers::{Dense, Head};
 use super::student::{Student, StudentConfig};
+use crate::config::InvalidKey;
 use crate::onnx::builder::{attr_float, attr_int};
 use crate::onnx::GraphBuilder;
 
@@ -55,10 +56,10 @@ pub struct EcnStudent {
 }
 
 impl EcnStudent {
-    pub fn new(vs: nn::Path, fields: i64, dim: i64, cfg: &StudentConfig) -> Result<Self, String> {
+    pub fn new(vs: nn::Path, fields: i64, dim: i64, cfg: &StudentConfig) -> Result<Self, InvalidKey> {
         let width = fields * dim;
         if dim % 2 != 0 {
-            return Err(format!("ecn: embedding_dim must be even, got {dim}"));
+            return Err(InvalidKey::new("embedding_dim", dim, "ecn students need an even embedding dimension"));
         }
         let std = (2.0 / (width + width / 2) as f64).sqrt();
         let layers = (0..cfg.cross_layers)

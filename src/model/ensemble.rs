@@ -6,43 +6,14 @@ use super::build_student;
 use super::embedding::{FieldEmbedding, FieldLayout};
 use super::layers::Dense;
 use super::student::{Student, StudentConfig};
-use crate::config::TrainConfig;
+use crate::config::{Framework, InvalidKey, StudentKind, TrainConfig};
 use crate::onnx::builder::attr_int;
 use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::{Dim, GraphBuilder};
 
-/// How students are combined and trained (algorithms.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Framework {
-    Single,
-    Mean,
-    Sum,
-    Concat,
-    Kd,
-    Dml,
-    Kdef,
-    KdefNoExam,
-    Cetnet,
-}
-
-impl std::str::FromStr for Framework {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        serde_json::from_value(serde_json::Value::String(s.into())).map_err(|_| {
-            format!("unknown framework '{s}' (single, mean, sum, concat, kd, dml, kdef, kdef_no_exam, cetnet)")
-        })
-    }
-}
-
-impl Framework {
-    pub fn name(self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-    }
-    /// The ensemble's logit is a fused representation through a head (not a mean/sum of student logits).
-    fn fuses_representations(self) -> bool {
-        matches!(self, Framework::Concat | Framework::Cetnet)
-    }
+/// The ensemble's logit is a fused representation through a head (not a mean/sum of student logits).
+fn fuses_representations(framework: Framework) -> bool {
+    matches!(framework, Framework::Concat | Framework::Cetnet)
 }
 
 /// One forward pass: every student's logit and the ensemble's.
@@ -64,15 +35,8 @@ pub struct Ensemble {
 
 impl Ensemble {
     /// The ensemble a training config describes (framework, students, per-student dropout).
-    pub fn from_config(vs: &nn::Path, cfg: &TrainConfig, layout: &FieldLayout) -> Result<Self, String> {
-        let framework: Framework = cfg.framework.parse()?;
-        if !cfg.student_dropouts.is_empty() && cfg.student_dropouts.len() != cfg.students.len() {
-            return Err(format!(
-                "student_dropouts has {} values for {} students",
-                cfg.student_dropouts.len(),
-                cfg.students.len()
-            ));
-        }
+    pub fn from_config(vs: &nn::Path, cfg: &TrainConfig, layout: &FieldLayout) -> Result<Self, InvalidKey> {
+        cfg.validate()?;
         let base = StudentConfig {
             hidden_units: cfg.hidden_units.clone(),
             batch_norm: cfg.batch_norm,
@@ -80,7 +44,7 @@ impl Ensemble {
             cross_layers: cfg.cross_layers,
             dhen_modules: cfg.dhen_modules.clone(),
             dhen_layers: cfg.dhen_layers,
-            dhen_ensemble: cfg.dhen_ensemble.clone(),
+            dhen_ensemble: cfg.dhen_ensemble,
         };
         let per_student: Vec<StudentConfig> = (0..cfg.students.len())
             .map(|k| StudentConfig {
@@ -88,22 +52,22 @@ impl Ensemble {
                 ..base.clone()
             })
             .collect();
-        Self::new(vs, framework, &cfg.students, layout, cfg.embedding_dim, &per_student)
+        Self::new(vs, cfg.framework, &cfg.students, layout, cfg.embedding_dim, &per_student)
     }
 
     pub fn new(
         vs: &nn::Path,
         framework: Framework,
-        kinds: &[String],
+        kinds: &[StudentKind],
         layout: &FieldLayout,
         dim: i64,
         cfgs: &[StudentConfig],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, InvalidKey> {
         if kinds.is_empty() {
-            return Err("at least one student is needed".into());
+            return Err(InvalidKey::new("students", "[]", "at least one student is needed"));
         }
         if framework == Framework::Single && kinds.len() != 1 {
-            return Err(format!("framework 'single' trains one student, {} given", kinds.len()));
+            return Err(InvalidKey::new("students", kinds.len(), "framework 'single' trains exactly one"));
         }
         let tables = if framework == Framework::Cetnet { kinds.len() } else { 1 };
         let embeddings =
@@ -112,9 +76,9 @@ impl Ensemble {
         let students = kinds
             .iter()
             .enumerate()
-            .map(|(k, kind)| build_student(kind, vs / format!("student_{k}"), fields, dim, &cfgs[k]))
+            .map(|(k, &kind)| build_student(kind, vs / format!("student_{k}"), fields, dim, &cfgs[k]))
             .collect::<Result<Vec<_>, _>>()?;
-        let fusion_head = framework.fuses_representations().then(|| {
+        let fusion_head = fuses_representations(framework).then(|| {
             let width: i64 = students.iter().map(|s| s.hidden_dim()).sum();
             Dense::new(vs / "fusion_head", width, 1, false, 0.0, false)
         });

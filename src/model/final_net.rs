@@ -6,6 +6,7 @@ use tch::{nn, nn::ModuleT, Tensor};
 use super::embedding::to_vec;
 use super::layers::{linear, Dense, Head};
 use super::student::{Student, StudentConfig};
+use crate::config::InvalidKey;
 use crate::onnx::builder::{attr_int, attr_ints};
 use crate::onnx::GraphBuilder;
 
@@ -63,9 +64,9 @@ pub struct FinalStudent {
 }
 
 impl FinalStudent {
-    pub fn new(vs: nn::Path, fields: i64, dim: i64, cfg: &StudentConfig) -> Result<Self, String> {
+    pub fn new(vs: nn::Path, fields: i64, dim: i64, cfg: &StudentConfig) -> Result<Self, InvalidKey> {
         if let Some(odd) = cfg.hidden_units.iter().find(|&&h| h % 2 != 0) {
-            return Err(format!("final: hidden units must be even (halves multiply), got {odd}"));
+            return Err(InvalidKey::new("hidden_units", odd, "final students need even widths (halves multiply)"));
         }
         let gate_cfg =
             nn::LinearConfig { ws_init: nn::Init::Const(0.0), bs_init: Some(nn::Init::Const(1.0)), bias: true };

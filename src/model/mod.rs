@@ -14,28 +14,27 @@ pub mod student;
 
 use tch::nn;
 
-pub use embedding::{FieldEmbedding, FieldLayout};
-pub use ensemble::{Ensemble, Framework, Outputs};
-pub use student::{Student, StudentConfig};
+use crate::config::InvalidKey;
 
-/// Every student type `build_student` knows.
-pub const STUDENT_TYPES: [&str; 6] = ["mlp", "dcnv2", "pnn", "final", "ecn", "dhen"];
+pub use crate::config::{Framework, StudentKind};
+pub use embedding::{FieldEmbedding, FieldLayout};
+pub use ensemble::{Ensemble, Outputs};
+pub use student::{Student, StudentConfig};
 
 /// The student registry: adding a type is one file and one line here.
 pub fn build_student(
-    kind: &str,
+    kind: StudentKind,
     vs: nn::Path,
     fields: i64,
     dim: i64,
     cfg: &StudentConfig,
-) -> Result<Box<dyn Student>, String> {
-    match kind {
-        "mlp" => Ok(Box::new(mlp::MlpStudent::new(vs, fields, dim, cfg))),
-        "dcnv2" => Ok(Box::new(dcnv2::Dcnv2Student::new(vs, fields, dim, cfg))),
-        "pnn" => Ok(Box::new(pnn::PnnStudent::new(vs, fields, dim, cfg))),
-        "final" => Ok(Box::new(final_net::FinalStudent::new(vs, fields, dim, cfg)?)),
-        "ecn" => Ok(Box::new(ecn::EcnStudent::new(vs, fields, dim, cfg)?)),
-        "dhen" => Ok(Box::new(dhen::DhenStudent::new(vs, fields, dim, cfg)?)),
-        other => Err(format!("unknown student type '{other}' (known: {})", STUDENT_TYPES.join(", "))),
-    }
+) -> Result<Box<dyn Student>, InvalidKey> {
+    Ok(match kind {
+        StudentKind::Mlp => Box::new(mlp::MlpStudent::new(vs, fields, dim, cfg)),
+        StudentKind::Dcnv2 => Box::new(dcnv2::Dcnv2Student::new(vs, fields, dim, cfg)),
+        StudentKind::Pnn => Box::new(pnn::PnnStudent::new(vs, fields, dim, cfg)),
+        StudentKind::Final => Box::new(final_net::FinalStudent::new(vs, fields, dim, cfg)?),
+        StudentKind::Ecn => Box::new(ecn::EcnStudent::new(vs, fields, dim, cfg)?),
+        StudentKind::Dhen => Box::new(dhen::DhenStudent::new(vs, fields, dim, cfg)?),
+    })
 }

@@ -3,17 +3,18 @@
 use tch::Tensor;
 
 use super::layers;
+use crate::config::{DhenFusion, DhenModule};
 use crate::onnx::GraphBuilder;
 
 /// Hyper-parameters shared by the students.
 #[derive(Debug, Clone)]
 pub struct StudentConfig {
     /// DHEN: interaction modules per layer (linear, dcn, self_attention, dot).
-    pub dhen_modules: Vec<String>,
+    pub dhen_modules: Vec<DhenModule>,
     /// DHEN: stacked layers.
     pub dhen_layers: i64,
-    /// DHEN: how a layer combines its modules: sum or concat.
-    pub dhen_ensemble: String,
+    /// DHEN: how a layer combines its modules.
+    pub dhen_ensemble: DhenFusion,
     pub hidden_units: Vec<i64>,
     pub batch_norm: bool,
     pub dropout: f64,
@@ -46,9 +47,9 @@ pub trait Student {
 impl Default for StudentConfig {
     fn default() -> Self {
         Self {
-            dhen_modules: vec!["self_attention".into(), "linear".into()],
+            dhen_modules: vec![DhenModule::SelfAttention, DhenModule::Linear],
             dhen_layers: 2,
-            dhen_ensemble: "sum".into(),
+            dhen_ensemble: DhenFusion::Sum,
             hidden_units: vec![400, 400, 400],
             batch_norm: true,
             dropout: 0.1,

@@ -38,7 +38,7 @@ pub enum ServeError {
 }
 
 pub fn batch_limits(cfg: &ServerConfig) -> Result<BatchLimits, ServeError> {
-    let provider = cfg.execution_provider.parse().map_err(|reason| ServeError::Config { reason })?;
+    let provider = cfg.execution_provider;
     if !(cfg.batch_cooldown.is_finite() && (0.0..=100.0).contains(&cfg.batch_cooldown)) {
         return Err(ServeError::Config {
             reason: format!("batch_cooldown = {}: must be a number from 0 to 100", cfg.batch_cooldown),

@@ -205,11 +205,9 @@ impl Registry {
         }
         let mut models = HashMap::new();
         for name in names {
-            let load = || -> Result<LoadedModel, String> {
-                let dir = crate::artifact::latest_version(models_dir, &name).map_err(|e| e.to_string())?;
-                LoadedModel::load(env, &dir, &limits, &metrics).map_err(|e| e.to_string())
-            };
-            let m = load().map_err(|reason| model_err(&name, reason))?;
+            let dir =
+                crate::artifact::latest_version(models_dir, &name).map_err(|e| model_err(&name, e.to_string()))?;
+            let m = LoadedModel::load(env, &dir, &limits, &metrics).map_err(|e| model_err(&name, e.to_string()))?;
             m.publish(&metrics);
             let tiers: Vec<String> = m
                 .tiers

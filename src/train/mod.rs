@@ -9,30 +9,27 @@ use std::time::Instant;
 
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
-use crate::config::TrainConfig;
+use crate::config::{DeviceChoice, InvalidKey, TrainConfig};
 use crate::data::{Dataset, EncodedSplit};
 use crate::metrics;
-use crate::model::{Ensemble, FieldLayout, Framework};
+use crate::model::{Ensemble, FieldLayout};
 use batches::Batches;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("training config: {0}")]
-    Config(String),
+    Config(#[from] InvalidKey),
+    #[error("the dataset has no validation split (early stopping and the best student need one)")]
+    NoValidSplit,
+    #[error("device = cuda: libtorch sees no CUDA device")]
+    NoCuda,
     #[error(transparent)]
     Torch(#[from] tch::TchError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-/// AUC / logloss (/ gAUC) of one scorer on one split.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
-pub struct Scores {
-    pub auc: f64,
-    pub logloss: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gauc: Option<f64>,
-}
+pub use crate::run_summary::Scores;
 
 /// The ensemble's and every student's scores on one split.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -66,13 +63,12 @@ pub struct TrainOutcome {
     pub knowledge_abundance: Vec<Vec<f64>>,
 }
 
-pub fn resolve_device(name: &str) -> Result<Device, TrainError> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-        "cuda" => Err(TrainError::Config("device 'cuda' requested but libtorch sees no CUDA device".into())),
-        "auto" => Ok(Device::cuda_if_available()),
-        other => Err(TrainError::Config(format!("device '{other}' (cpu, cuda or auto)"))),
+pub fn resolve_device(choice: DeviceChoice) -> Result<Device, TrainError> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+        DeviceChoice::Cuda => Err(TrainError::NoCuda),
+        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
     }
 }
 
@@ -83,10 +79,10 @@ pub fn train(
     progress: bool,
     mut on_epoch: impl FnMut(&EpochLog),
 ) -> Result<TrainOutcome, TrainError> {
-    let framework: Framework = cfg.framework.parse().map_err(TrainError::Config)?;
-    let valid = data.valid.as_ref().ok_or_else(|| TrainError::Config("the dataset has no validation split".into()))?;
-    let device = resolve_device(&cfg.device)?;
-    cfg.validate().map_err(TrainError::Config)?;
+    cfg.validate()?;
+    let framework = cfg.framework;
+    let valid = data.valid.as_ref().ok_or(TrainError::NoValidSplit)?;
+    let device = resolve_device(cfg.device)?;
     tch::manual_seed(cfg.seed as i64);
     crate::model::dropout::seed(cfg.seed);
     if cfg.threads > 0 {
@@ -94,7 +90,7 @@ pub fn train(
     }
     let layout = FieldLayout::new(&data.encoder);
     let vs = nn::VarStore::new(device);
-    let ensemble = Ensemble::from_config(&vs.root(), cfg, &layout).map_err(TrainError::Config)?;
+    let ensemble = Ensemble::from_config(&vs.root(), cfg, &layout)?;
     let mut opt = nn::Adam::default().build(&vs, cfg.learning_rate)?;
     let loss_cfg = loss::LossConfig { cetnet_alpha: cfg.cetnet_alpha };
     let group = data.encoder.group_slot();

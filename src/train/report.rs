@@ -3,41 +3,37 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
-
 use super::{EpochLog, Scores, SplitScores, TrainOutcome};
 use crate::config::TrainConfig;
 use crate::data::Dataset;
+use crate::run_summary::{KnowledgeAbundance, RunSummary, SplitSummary, StudentScores};
 
 /// `summary.json`: what the exporter and people read.
-pub fn summary(cfg: &TrainConfig, out: &TrainOutcome, data: &Dataset) -> serde_json::Value {
-    let split = |s: &SplitScores| {
-        json!({
-            "ensemble": s.ensemble,
-            "students": s.students.iter().zip(&cfg.students).map(|(sc, kind)| {
-                let mut v = serde_json::to_value(sc).expect("scores serialise");
-                v["type"] = json!(kind);
-                v
-            }).collect::<Vec<_>>(),
-        })
+pub fn summary(cfg: &TrainConfig, out: &TrainOutcome, data: &Dataset) -> RunSummary {
+    let split = |s: &SplitScores| SplitSummary {
+        ensemble: s.ensemble,
+        students: s.students.iter().zip(&cfg.students).map(|(&sc, &kind)| StudentScores::new(kind, sc)).collect(),
     };
     let best = out.epochs.iter().find(|e| e.epoch == out.best_epoch);
-    json!({
-        "format": "ensemble-serve/run-summary",
-        "version": 1,
-        "dataset": data.encoder.dataset,
-        "framework": cfg.framework,
-        "students": cfg.students,
-        "valid": split(&out.valid),
-        "test": out.test.as_ref().map(split),
-        "best_student": out.best_student,
-        "best_epoch": out.best_epoch,
-        "epochs_run": out.epochs.len(),
-        "train_samples_per_second": best.map(|e| e.samples_per_second),
-        "mean_epoch_seconds": out.epochs.iter().map(|e| e.seconds).sum::<f64>() / out.epochs.len().max(1) as f64,
-        "knowledge_abundance": {"tau": cfg.ka_tau, "per_student_layers": out.knowledge_abundance},
-        "train_rows": data.train.rows,
-    })
+    RunSummary {
+        format: crate::run_summary::SUMMARY_FORMAT.into(),
+        version: crate::run_summary::SUMMARY_VERSION,
+        dataset: data.encoder.dataset.clone(),
+        framework: cfg.framework,
+        students: cfg.students.clone(),
+        valid: split(&out.valid),
+        test: out.test.as_ref().map(split),
+        best_student: out.best_student,
+        best_epoch: out.best_epoch,
+        epochs_run: out.epochs.len(),
+        train_samples_per_second: best.map(|e| e.samples_per_second),
+        mean_epoch_seconds: out.epochs.iter().map(|e| e.seconds).sum::<f64>() / out.epochs.len().max(1) as f64,
+        knowledge_abundance: KnowledgeAbundance {
+            tau: cfg.ka_tau,
+            per_student_layers: out.knowledge_abundance.clone(),
+        },
+        train_rows: data.train.rows as u64,
+    }
 }
 
 /// `report.md`: students vs ensemble on valid and test, and the epoch history.
@@ -46,7 +42,7 @@ pub fn markdown(cfg: &TrainConfig, out: &TrainOutcome, data: &Dataset) -> String
         "# Training run: {} on {}\n\nStudents: {}. Best epoch {} of {}; best student #{} ({}).\n\n",
         cfg.framework,
         data.encoder.dataset,
-        cfg.students.join(", "),
+        cfg.students.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
         out.best_epoch,
         out.epochs.len(),
         out.best_student,

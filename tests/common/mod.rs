@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub fn data_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("CTR_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(ensemble_serve::paths::DEFAULT_DATA_DIR));
     if dir.join("benchmarks").is_dir() {
         return Some(dir);
     }

@@ -2,7 +2,7 @@
 //! `<dir>/models/default/1/`: what the end-to-end tests serve.
 use std::path::{Path, PathBuf};
 
-use ensemble_serve::config::TrainConfig;
+use ensemble_serve::config::{DeviceChoice, StudentKind, TrainConfig};
 use ensemble_serve::data::Dataset;
 use ensemble_serve::export::{export_run, ExportOptions};
 use ensemble_serve::features::DatasetSpec;
@@ -12,11 +12,11 @@ use ensemble_serve::runtime::resolve_library;
 pub fn small_kdef(spec: &DatasetSpec, dir: &Path, profile_runs: usize) -> PathBuf {
     let data = Dataset::open(spec, &dir.join("cache"), false).unwrap();
     let cfg = TrainConfig {
-        students: vec!["mlp".into(), "mlp".into()],
+        students: vec![StudentKind::Mlp; 2],
         hidden_units: vec![64, 32],
         max_epochs: 1,
         batch_size: 4096,
-        device: "cpu".into(),
+        device: DeviceChoice::Cpu,
         ..TrainConfig::default()
     };
     let out = ensemble_serve::train::train(&cfg, &data, false, |_| {}).unwrap();

@@ -1,0 +1,82 @@
+//! `config/server.toml`: what `serve run` reads.
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::Provider;
+
+/// `config/server.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the HTTP server listens on.
+    pub bind: String,
+    /// Directory holding `<name>/<version>/` model artifacts.
+    pub models_dir: PathBuf,
+    /// Model served by `/v1/score`.
+    pub default_model: String,
+    /// ONNX Runtime shared library; empty = `ORT_DYLIB_PATH`, else the one `scripts/setup` installs.
+    pub ort_library: Option<PathBuf>,
+    /// Threads ONNX Runtime uses inside one graph run.
+    pub intra_op_threads: usize,
+    /// Execution provider: cpu, or cuda (falls back to CPU, logged, when unavailable).
+    pub execution_provider: Provider,
+    /// Rows per batch a graph's queue task forms at most.
+    pub max_batch_size: usize,
+    /// How long a batch waits for more rows after its first request (µs).
+    pub max_queue_delay_us: u64,
+    /// A busy graph waits this multiple of its last partial batch's run time (capped) before the next batch,
+    /// so rows gather into cheaper larger batches (0 = greedy: the next batch starts at once).
+    pub batch_cooldown: f64,
+    /// Requests a graph's queue holds; beyond it requests get 503 at once.
+    pub queue_capacity: usize,
+    /// Requests being scored at once; beyond it requests get 429 at once.
+    pub max_in_flight: usize,
+    /// Instances per request at most (413 beyond).
+    pub max_instances: usize,
+    /// Request body size limit in bytes (413 beyond).
+    pub body_limit_bytes: usize,
+    /// Per-request timeout (ms): 504 when a request waits longer.
+    pub request_timeout_ms: u64,
+    /// Latency budget of a request that names none (ms).
+    pub default_budget_ms: f64,
+    /// Tiers to load and route between ("ensemble", "student:<k>"); empty = the ensemble and every student.
+    pub tiers: Vec<String>,
+    /// A missing field encodes as its OOV id instead of a 422.
+    pub missing_as_oov: bool,
+    /// Answer 429 at once when queued work puts every tier past a request's budget (the fastest tier would
+    /// fit when idle); otherwise such requests are served late by the fastest tier.
+    pub shed_on_overload: bool,
+    /// Low-latency mode: spin threads at SCHED_IDLE priority keep idle cores from halting, so waking the
+    /// server (and answering) costs no vCPU wake-up; the cores then read 100% busy to CPU accounting.
+    pub idle_spin: bool,
+    /// Bearer token for `POST /admin/reload`; empty disables the admin endpoints.
+    pub admin_token: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            models_dir: "models".into(),
+            default_model: "default".into(),
+            ort_library: None,
+            intra_op_threads: 1,
+            execution_provider: Provider::Cpu,
+            max_batch_size: 256,
+            max_queue_delay_us: 0,
+            batch_cooldown: 1.0,
+            queue_capacity: 1024,
+            max_in_flight: 2048,
+            max_instances: 1024,
+            body_limit_bytes: 2 << 20,
+            request_timeout_ms: 2000,
+            default_budget_ms: 10.0,
+            tiers: Vec::new(),
+            missing_as_oov: false,
+            shed_on_overload: false,
+            idle_spin: false,
+            admin_token: String::new(),
+        }
+    }
+}
