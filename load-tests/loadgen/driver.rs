@@ -37,6 +37,10 @@ pub struct Shot {
     pub rows: u32,
     /// Actual minus scheduled send time (µs): the generator's own delay.
     pub lag_us: u32,
+    /// The server's own time for it (`server_time_us`: from the kernel's receipt of its bytes to its answer).
+    pub server_us: u32,
+    /// Of which ONNX Runtime ran its batch (`inference_time_us`).
+    pub run_us: u32,
 }
 
 #[derive(Default)]
@@ -84,6 +88,10 @@ pub struct Segment {
 struct Answer {
     served_by: String,
     probabilities: Vec<f32>,
+    #[serde(default)]
+    server_time_us: f64,
+    #[serde(default)]
+    inference_time_us: f64,
 }
 
 /// Sends the segments back to back on one timeline and waits for every answer (or its timeout).
@@ -110,7 +118,6 @@ pub fn run_segments(
             sleep_until(sched);
             let i = *next_request;
             *next_request += 1;
-            let lag_us = Instant::now().saturating_duration_since(sched).as_micros().min(u32::MAX as u128) as u32;
             let budget = draw_budget(load.budgets, &mut rng);
             let rows = draw_rows(load, &mut rng);
             let shot = Shot {
@@ -122,7 +129,9 @@ pub fn run_segments(
                 budget_ms: budget as f32,
                 scores_at: 0,
                 rows: rows as u32,
-                lag_us,
+                lag_us: 0,
+                server_us: 0,
+                run_us: 0,
             };
             fire(rt, client, load, i, shot, sched, &collected, &outstanding);
             progress.inc(1);
@@ -192,6 +201,9 @@ fn fire(
     }
     outstanding.fetch_add(1, Ordering::SeqCst);
     let body = load.replay.body(first_row, shot.rows as usize, load.policy.tier(), shot.budget_ms as f64);
+    // The lag counts building the body: it is time the request spends in the generator after its schedule.
+    let lag_us = sched.elapsed().as_micros().min(u32::MAX as u128) as u32;
+    let shot = Shot { lag_us, ..shot };
     let req = client.post(&load.url).header("content-type", "application/json").body(body).timeout(load.timeout);
     let (collected, outstanding, connections) = (collected.clone(), outstanding.clone(), load.connections.clone());
     rt.spawn(async move {
@@ -203,6 +215,8 @@ fn fire(
         let mut shot = Shot { latency_us, status, ..shot };
         if let Some(a) = answer {
             shot.tier = c.tier_index(&a.served_by);
+            shot.server_us = a.server_time_us.round().clamp(0.0, u32::MAX as f64) as u32;
+            shot.run_us = a.inference_time_us.round().clamp(0.0, u32::MAX as f64) as u32;
             shot.scores_at = c.scores.len() as u32;
             let rows = a.probabilities.iter().enumerate().map(|(j, &p)| ((first_row + j as u32) % n_rows, p));
             c.scores.extend(rows);

@@ -76,6 +76,10 @@ struct RunArgs {
     /// Hide progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Also write every request (policy, phase, scheduled ms, rows, status, latency, server time, send lag)
+    /// to this CSV file, for looking at single requests.
+    #[arg(long)]
+    shots: Option<PathBuf>,
 }
 
 fn main() {
@@ -245,6 +249,7 @@ fn drive(
             let bar = progress(args.quiet, policy, &segments);
             let c = run_segments(rt, client, &load, &segments, &mut next_request, &bar);
             bar.finish_and_clear();
+            append_shots(args.shots.as_deref(), policy, &c);
             results.extend((0..segments.len()).map(|i| summary(&c, i)));
             timelines.insert(policy.name().to_string(), timeline(&c.shots, sc.window_ms));
             continue;
@@ -253,6 +258,7 @@ fn drive(
             let bar = progress(args.quiet, policy, std::slice::from_ref(seg));
             let c = run_segments(rt, client, &load, std::slice::from_ref(seg), &mut next_request, &bar);
             bar.finish_and_clear();
+            append_shots(args.shots.as_deref(), policy, &c);
             let r = summary(&c, seg.phase as usize);
             let stop = sc.stop.as_ref().is_some_and(|s| report::breaks(&r, s));
             eprintln!(
@@ -306,4 +312,27 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{cpu}, {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()))
+}
+
+/// Appends `c`'s requests to the `--shots` CSV (the header when the file is new); a failure is logged, not
+/// fatal: the run's summary does not depend on it.
+fn append_shots(path: Option<&std::path::Path>, policy: Policy, c: &Collected) {
+    use std::io::Write;
+    let Some(path) = path else { return };
+    let write = || -> std::io::Result<()> {
+        let new = !path.exists();
+        let mut f = std::io::BufWriter::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
+        if new {
+            writeln!(f, "policy,phase,sched_ms,rows,status,latency_us,server_us,run_us,lag_us")?;
+        }
+        for s in &c.shots {
+            let sched_ms = s.sched_ns as f64 / 1e6;
+            let (p, r, st, l, sv, run) = (s.phase, s.rows, s.status, s.latency_us, s.server_us, s.run_us);
+            writeln!(f, "{},{p},{sched_ms:.3},{r},{st},{l},{sv},{run},{}", policy.name(), s.lag_us)?;
+        }
+        f.flush()
+    };
+    if let Err(e) = write() {
+        eprintln!("warning: {}: shots not written: {e}", path.display());
+    }
 }

@@ -47,6 +47,8 @@ pub struct PhaseResult {
     pub ideal_p99_ms: Option<f64>,
     /// p99 of actual minus scheduled send time: above 1 ms the generator, not the server, was measured.
     pub send_lag_p99_ms: Option<f64>,
+    /// p99 of the server's own time for answered requests (from the kernel's receipt of the request bytes).
+    pub server_p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -131,12 +133,13 @@ pub fn summarise(
     let (mut errors, mut tiers) = (BTreeMap::new(), BTreeMap::new());
     let (mut met, mut missed, mut rejected) = (0, 0, 0);
     let (mut served, mut off, mut ys) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut lag_h, mut ok_rows) = (histogram(), 0usize);
+    let (mut lag_h, mut server_h, mut ok_rows) = (histogram(), histogram(), 0usize);
     for s in shots {
         lag_h.saturating_record(u64::from(s.lag_us).max(1));
         let lat = s.latency_us.max(1);
         if s.status == 200 {
             ok_h.saturating_record(lat);
+            server_h.saturating_record(u64::from(s.server_us).max(1));
             *tiers.entry(c.tiers[s.tier as usize].clone()).or_insert(0u64) += 1;
             if lat as f64 <= s.budget_ms as f64 * 1000.0 {
                 met += 1;
@@ -183,6 +186,7 @@ pub fn summarise(
         served_auc_gap: served_auc.zip(offline_auc).map(|(a, b)| a - b),
         ideal_p99_ms: service_us.and_then(|f| ideal_p99_ms(shots, f)),
         send_lag_p99_ms: percentiles(&lag_h).map(|p| p.p99_ms),
+        server_p99_ms: percentiles(&server_h).map(|p| p.p99_ms),
     }
 }
 

@@ -4,7 +4,7 @@
 //! channel. A batch takes further jobs only while it is smaller than the graph's efficient size: at ranking
 //! sizes ONNX Runtime already runs near its best rows/s, and merging would only make one request wait for
 //! another's rows. Jobs whose deadline passed or whose caller left are dropped before they run.
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -88,6 +88,26 @@ struct Load {
     queued_rows: AtomicUsize,
     queued_jobs: AtomicUsize,
     running_rows: AtomicUsize,
+    /// When the graph last ran anything (a batch or a warm-up), µs since `EPOCH`.
+    last_run_us: AtomicU64,
+    /// A warm-up run holds the session: an inline request waits for it (one row) instead of queueing.
+    warming: AtomicBool,
+}
+
+impl Load {
+    fn ran_now(&self) {
+        self.last_run_us.store(epoch_us(), Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Duration {
+        Duration::from_micros(epoch_us().saturating_sub(self.last_run_us.load(Ordering::Relaxed)))
+    }
+}
+
+/// A process-wide time origin for the atomics above (an `Instant` does not fit in one).
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+fn epoch_us() -> u64 {
+    EPOCH.elapsed().as_micros() as u64
 }
 
 /// The submitting side of one graph's queue.
@@ -161,19 +181,27 @@ impl Batcher {
     /// Runs a request at once on the caller's thread when nothing is queued or running (the common case
     /// below saturation: no hand-off to the worker and back, which costs 5–8% of a 165-row run on one core,
     /// `cargo bench --bench serving` floor_ratio). `None`: the graph is busy, so `submit` it.
-    pub fn try_run_inline(&self, ids: &[u32], rows: usize) -> Option<JobReply> {
+    /// `started` is called once the run holds the session, before it runs.
+    pub fn try_run_inline(&self, ids: &[u32], rows: usize, started: impl FnOnce()) -> Option<JobReply> {
         if self.load.queued_jobs.load(Ordering::SeqCst) > 0
             || self.load.running_rows.load(Ordering::SeqCst) > 0
             || !self.cooling.left().is_zero()
         {
             return None;
         }
-        let mut session = self.session.try_lock().ok()?;
+        let mut session = match self.session.try_lock() {
+            Ok(s) => s,
+            // A one-row warm-up ends within ~0.1 ms: waiting for it beats two thread hand-offs.
+            Err(_) if self.load.warming.load(Ordering::SeqCst) => self.session.lock().ok()?,
+            Err(_) => return None,
+        };
+        started();
         self.load.running_rows.store(rows, Ordering::SeqCst);
         let start = Instant::now();
         let result = session.run(ids, self.width, "probability");
         let run_us = start.elapsed().as_secs_f64() * 1e6;
         self.load.running_rows.store(0, Ordering::SeqCst);
+        self.load.ran_now();
         drop(session);
         self.estimator.observe(rows, run_us);
         self.metrics.batch_ran(&self.labels(), rows, run_us);
@@ -183,6 +211,23 @@ impl Batcher {
                 .map(|(p, _)| JobResult { probabilities: p, queue_us: 0.0, run_us, batch_rows: rows })
                 .map_err(|e| JobError::Inference(e.to_string())),
         )
+    }
+
+    /// Runs one row through an idle graph that has not run for `after`, so the next request finds its
+    /// weights, code and translations warm (`idle_spin` mode calls this from a `SCHED_IDLE` thread, so it
+    /// only ever uses a core nothing else wants). No metrics or estimates see it. Returns whether it ran.
+    pub fn keep_warm(&self, after: Duration) -> bool {
+        let busy =
+            self.load.queued_jobs.load(Ordering::SeqCst) > 0 || self.load.running_rows.load(Ordering::SeqCst) > 0;
+        if busy || self.load.idle_for() < after {
+            return false;
+        }
+        let Ok(mut session) = self.session.try_lock() else { return false };
+        self.load.warming.store(true, Ordering::SeqCst);
+        let _ = session.run(&vec![1u32; self.width], self.width, "probability");
+        self.load.ran_now();
+        self.load.warming.store(false, Ordering::SeqCst);
+        true
     }
 
     /// Queues `rows` encoded rows to run before `deadline`; never waits for room.
@@ -293,6 +338,7 @@ impl Worker {
             let run = start.elapsed();
             let run_us = run.as_secs_f64() * 1e6;
             self.load.running_rows.store(0, Ordering::SeqCst);
+            self.load.ran_now();
             self.estimator.observe(rows, run_us);
             metrics.batch_ran(&labels, rows, run_us);
             answer(jobs, result, start, run_us, rows, &metrics.queue_us.with_label_values(&labels));

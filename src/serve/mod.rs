@@ -13,6 +13,7 @@ pub mod probe;
 pub mod registry;
 pub mod router;
 pub mod scoring;
+pub mod sequencer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,16 +77,21 @@ pub fn build_state(
             missing_as_oov: cfg.missing_as_oov,
             shed_on_overload: cfg.shed_on_overload,
         },
+        sequencer: Default::default(),
     };
     Ok(Arc::new(AppState { scorer, admin_token: cfg.admin_token.clone(), default_model: cfg.default_model.clone() }))
 }
+
+/// In `idle_spin` mode a graph idle this long gets a one-row warm-up run.
+const WARM_AFTER: Duration = Duration::from_millis(1);
 
 /// Serves until SIGINT/SIGTERM, then stops accepting, lets in-flight requests finish and returns.
 pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfig) -> Result<(), ServeError> {
     let state = build_state(env, &cfg)?;
     let _spinners = cfg.idle_spin.then(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let spinners = idle_spin::start(cores);
+        let warm = state.clone();
+        let spinners = idle_spin::start(cores, Arc::new(move || warm.scorer.registry.keep_warm(WARM_AFTER)));
         tracing::info!(spinners = spinners.running, cores, "idle_spin: cores kept out of halt at SCHED_IDLE");
         spinners
     });

@@ -229,6 +229,15 @@ impl Registry {
         })
     }
 
+    /// Gives every graph idle for `after` a one-row warm-up run (see [`Batcher::keep_warm`]).
+    pub fn keep_warm(&self, after: Duration) {
+        for model in self.models.load().values() {
+            for tier in &model.tiers {
+                tier.batcher.keep_warm(after);
+            }
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<LoadedModel>> {
         self.models.load().get(name).cloned()
     }

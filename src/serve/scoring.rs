@@ -12,6 +12,7 @@ use super::error::ScoringError;
 use super::metrics::Metrics;
 use super::registry::{LoadedModel, Registry, Route};
 use super::router::{RouteReason, TierRequest};
+use super::sequencer::{Abandoned, Sequencer, Ticket};
 use crate::features::Encoder;
 
 /// Per-request limits and defaults from the server config.
@@ -64,6 +65,8 @@ pub struct Scorer {
     pub metrics: Arc<Metrics>,
     pub in_flight: Arc<Semaphore>,
     pub limits: Limits,
+    /// Runs start in arrival order.
+    pub sequencer: Arc<Sequencer>,
 }
 
 impl Scorer {
@@ -94,7 +97,12 @@ impl Scorer {
         self.metrics.arrival_wait_us.with_label_values(&[call.model]).observe(us_since(call.arrival));
         let route = self.route(&model, &request, encoded.rows)?;
         self.metrics.routing.with_label_values(&[call.model, &route.tier.label, route.reason.as_str()]).inc();
-        let reply = run(&route, encoded, deadline).await?;
+        let dropped = |reason: &str| self.metrics.dropped.with_label_values(&[call.model, &route.tier.label, reason]);
+        let abandoned =
+            Abandoned { deadline: dropped("deadline_exceeded"), disconnected: dropped("client_disconnected") };
+        let ticket = (self.sequencer.turn(call.arrival, deadline, abandoned).await)
+            .map_err(|_| ScoringError::DeadlineExceeded { while_queued: true })?;
+        let reply = run(&route, encoded, deadline, ticket).await?;
         let server_us = us_since(call.arrival);
         let scored = Scored {
             model: model.name.clone(),
@@ -178,18 +186,25 @@ struct Request {
     tier: TierRequest,
 }
 
-/// Runs inline when the graph is idle and the request small, else queues it and awaits its batch; the wait
-/// ends at the deadline (the batcher then drops the job unrun).
+/// Runs inline when the graph is idle, else queues it and awaits its batch; the wait ends at the deadline
+/// (the batcher then drops the job unrun). `ticket` is given up once the run has started or is queued.
 async fn run(
     route: &Route<'_>,
     encoded: Encoded,
     deadline: Instant,
+    ticket: Ticket,
 ) -> Result<super::batcher::JobResult, ScoringError> {
     let batcher = &route.tier.batcher;
-    let reply: JobReply = match run_blocking(encoded.rows, || batcher.try_run_inline(&encoded.ids, encoded.rows)) {
+    let mut ticket = Some(ticket);
+    let start = |t: &mut Option<Ticket>| t.take().map(Ticket::start);
+    let inline =
+        run_blocking(encoded.rows, || batcher.try_run_inline(&encoded.ids, encoded.rows, || _ = start(&mut ticket)));
+    let reply: JobReply = match inline {
         Some(r) => r,
         None => {
-            let rx = batcher.submit(encoded.ids, encoded.rows, deadline).map_err(|e| match e {
+            let queued = batcher.submit(encoded.ids, encoded.rows, deadline);
+            start(&mut ticket);
+            let rx = queued.map_err(|e| match e {
                 SubmitError::QueueFull => ScoringError::QueueFull,
                 SubmitError::Stopped => ScoringError::Stopped,
             })?;
