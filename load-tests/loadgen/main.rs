@@ -96,13 +96,16 @@ fn run(cli: Cli) -> Result<()> {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64);
     }
     let mut sc = Scenario::load(&args.scenario).map_err(anyhow::Error::msg)?;
+    // Before any thread starts, so the client runtime and the floor timing run there too.
+    server::pin(&sc.generator_cpus)
+        .with_context(|| format!("pinning the generator to CPUs {:?}", sc.generator_cpus))?;
     for p in &mut sc.phases {
         p.duration_s *= args.duration_scale;
     }
     let rates = sc.rates(args.capacity).map_err(anyhow::Error::msg)?;
     let replay =
         Replay::load(&sc.dataset, &args.data_dir, sc.split, sc.instances_per_request).map_err(anyhow::Error::msg)?;
-    let (offline, floors) = offline_and_floors(&args, &replay)?;
+    let (offline, floors, floor_session) = offline_and_floors(&args, &replay)?;
     let spawned = match &args.target {
         Some(t) => {
             server::check_loopback(t).map_err(anyhow::Error::msg)?;
@@ -116,7 +119,15 @@ fn run(cli: Cli) -> Result<()> {
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(usize::MAX).tcp_nodelay(true).build()?;
     let url = format!("{base}/v1/models/{}/score", args.model);
-    let (phases, timelines) = drive(&args, &sc, &rates, &replay, (&offline, &floors), &rt, &client, &url);
+    let (mut phases, timelines) = drive(&args, &sc, &rates, &replay, (&offline, &floors), &rt, &client, &url);
+    // The machine's speed drifts: floors timed again after the run, and the ideal server gets the faster of
+    // the two at each size (the more demanding floor).
+    let after = floor_session.measure(&replay)?;
+    let floors = FloorRecord::new(floors, after);
+    for x in &mut phases {
+        let policy = if x.policy == Policy::Student.name() { Policy::Student } else { Policy::Ensemble };
+        x.ideal_p99_ms = stats::ideal_p99_ms(&x.trace, &|rows| floors.best.service_us(policy, rows));
+    }
     let rss_kib = rss.map(|r| r.finish()).unwrap_or_default();
     if let Some(s) = spawned {
         let status = s.stop().map_err(anyhow::Error::msg)?;
@@ -133,6 +144,7 @@ fn run(cli: Cli) -> Result<()> {
         phases,
         timelines,
         rss_kib,
+        floors: Some(floors),
         verdicts: Default::default(),
         scenario: sc,
     };
@@ -156,13 +168,14 @@ fn spawn(args: &RunArgs, sc: &Scenario) -> Result<server::Spawned> {
         overrides: &sc.server,
         models_dir: &args.models_dir,
         log,
+        cpus: &sc.server_cpus,
     })
     .map_err(anyhow::Error::msg)
 }
 
 /// Raw ONNX Runtime µs by rows (ascending) of the graph each policy forces: the ideal server's cost.
-#[derive(Default)]
-struct Floors {
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Floors {
     ensemble: Vec<(usize, f64)>,
     student: Vec<(usize, f64)>,
 }
@@ -180,22 +193,63 @@ impl Floors {
 /// Rows at which the floors are measured (a request's time is interpolated between them).
 const FLOOR_ROWS: [usize; 8] = [1, 16, 64, 128, 165, 256, 512, 1024];
 
-/// The served model's ensemble scores for every replayed row, and the raw ORT floors, computed in this
-/// process (on the generator's core).
-fn offline_and_floors(args: &RunArgs, replay: &Replay) -> Result<(Vec<f32>, Floors)> {
+impl Floors {
+    /// The faster of two measurements at each size.
+    fn min(a: &Floors, b: &Floors) -> Floors {
+        let min =
+            |x: &[(usize, f64)], y: &[(usize, f64)]| x.iter().zip(y).map(|(&(n, u), &(_, v))| (n, u.min(v))).collect();
+        Floors { ensemble: min(&a.ensemble, &b.ensemble), student: min(&a.student, &b.student) }
+    }
+}
+
+/// The floors timed before and after the run, and what the ideal server used.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FloorRecord {
+    pub before: Floors,
+    pub after: Floors,
+    /// The faster of the two at each size.
+    pub best: Floors,
+    /// How much slower (%) the slower measurement was at 165 rows on the ensemble: the machine's drift.
+    pub drift_pct_165: f64,
+}
+
+impl FloorRecord {
+    fn new(before: Floors, after: Floors) -> Self {
+        let at = |f: &Floors| f.service_us(Policy::Ensemble, 165);
+        let (a, b) = (at(&before), at(&after));
+        let drift_pct_165 = (a.max(b) / a.min(b) - 1.0) * 100.0;
+        Self { best: Floors::min(&before, &after), before, after, drift_pct_165 }
+    }
+}
+
+/// What times the floors: the served model's graphs in this process (on the generator's core).
+struct FloorSession {
+    artifact: Artifact,
+    env: &'static ort::environment::Environment,
+    student: String,
+}
+
+impl FloorSession {
+    fn measure(&self, replay: &Replay) -> Result<Floors> {
+        let time =
+            |graph: &str| replay.run_times(&self.artifact, self.env, graph, &FLOOR_ROWS).map_err(anyhow::Error::msg);
+        let floors = Floors { ensemble: time("ensemble.onnx")?, student: time(&self.student)? };
+        eprintln!("raw ORT floors (rows, µs): ensemble {:?}; {} {:?}", floors.ensemble, self.student, floors.student);
+        Ok(floors)
+    }
+}
+
+/// The served model's ensemble scores for every replayed row, and the raw ORT floors before the run.
+fn offline_and_floors(args: &RunArgs, replay: &Replay) -> Result<(Vec<f32>, Floors, FloorSession)> {
     let dir = ensemble_serve::artifact::latest_version(&args.models_dir, &args.model)?;
     let artifact = Artifact::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let lib = ensemble_serve::runtime::resolve_library(args.ort_lib.as_deref());
     let env = ensemble_serve::runtime::init(&lib)?;
     let offline = replay.offline_scores(&artifact, env).map_err(anyhow::Error::msg)?;
-    let m = &artifact.manifest;
-    let student = format!("student_{}.onnx", m.best_student);
-    let floors = Floors {
-        ensemble: replay.run_times(&artifact, env, "ensemble.onnx", &FLOOR_ROWS).map_err(anyhow::Error::msg)?,
-        student: replay.run_times(&artifact, env, &student, &FLOOR_ROWS).map_err(anyhow::Error::msg)?,
-    };
-    eprintln!("raw ORT floors (rows, µs): ensemble {:?}; {student} {:?}", floors.ensemble, floors.student);
-    Ok((offline, floors))
+    let student = format!("student_{}.onnx", artifact.manifest.best_student);
+    let session = FloorSession { artifact, env, student };
+    let floors = session.measure(replay)?;
+    Ok((offline, floors, session))
 }
 
 type Timelines = BTreeMap<String, Vec<stats::Window>>;

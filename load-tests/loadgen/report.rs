@@ -22,6 +22,8 @@ pub struct RunResults {
     pub timelines: BTreeMap<String, Vec<Window>>,
     /// (seconds, KiB) of the spawned server.
     pub rss_kib: Vec<(f64, u64)>,
+    /// Raw ONNX Runtime µs by rows, timed before and after the run: the ideal server's costs.
+    pub floors: Option<crate::FloorRecord>,
     pub verdicts: Verdicts,
 }
 
@@ -106,6 +108,20 @@ pub fn markdown(r: &RunResults) -> String {
             toml::to_string(&r.scenario.server).unwrap_or_default().trim().replace('\n', "; ")
         );
     }
+    if let Some(f) = &r.floors {
+        use crate::Policy::{Ensemble, Student};
+        let at = |f: &crate::Floors, p| f.service_us(p, 165);
+        let _ = writeln!(
+            md,
+            "- raw ORT at 165 rows on the generator's core, before / after the run: ensemble {:.0} / {:.0} µs, best \
+             student {:.0} / {:.0} µs (ensemble drift {:.1}%); the ideal server uses the faster at each size",
+            at(&f.before, Ensemble),
+            at(&f.after, Ensemble),
+            at(&f.before, Student),
+            at(&f.after, Student),
+            f.drift_pct_165
+        );
+    }
     let _ = writeln!(md, "\nLatency is measured from each request's scheduled send time (open loop).\n");
     md.push_str("| policy | phase | offered rps | ok rps | inst/s | p50 ms | p90 ms | p99 ms | server p99 ms | ideal p99 ms | p99.9 ms | max ms | rejected (p99 ms) | errors | tiers | budget met | served AUC | offline AUC | send lag p99 ms |\n");
     md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |\n");
@@ -138,7 +154,15 @@ pub fn markdown(r: &RunResults) -> String {
             opt(x.budget_met_share.map(|s| s * 100.0), 2) + "%",
             opt(x.served_auc, 6),
             opt(x.offline_auc, 6),
-            opt(x.send_lag_p99_ms, 3),
+            opt(x.send_lag_p99_ms, 3) + if x.valid { "" } else { " **INVALID**" },
+        );
+    }
+    if r.phases.iter().any(|x| !x.valid) {
+        let _ = writeln!(
+            md,
+            "\n**INVALID** phases: the generator's send lag p99 exceeded {} ms, so they measured the generator, not \
+             the server (give it a core of its own); they are not results.",
+            crate::stats::MAX_SEND_LAG_P99_MS
         );
     }
     let v = &r.verdicts;

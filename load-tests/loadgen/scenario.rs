@@ -54,6 +54,13 @@ pub struct Scenario {
     /// Keys that override the spawned server's config (same names as config/server.toml).
     #[serde(default)]
     pub server: toml::Table,
+    /// CPUs the spawned server may run on (empty: any); e.g. [1].
+    #[serde(default)]
+    pub server_cpus: Vec<usize>,
+    /// CPUs the generator runs on (empty: any); e.g. [0]. Keep it apart from `server_cpus`: a generator
+    /// that shares the server's cores measures itself.
+    #[serde(default)]
+    pub generator_cpus: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]

@@ -20,6 +20,26 @@ pub struct SpawnOptions<'a> {
     pub overrides: &'a toml::Table,
     pub models_dir: &'a Path,
     pub log: PathBuf,
+    /// CPUs the server may run on (empty: any).
+    pub cpus: &'a [usize],
+}
+
+/// Restricts the calling thread (and what it spawns afterwards) to `cpus`; empty = no change.
+pub fn pin(cpus: &[usize]) -> std::io::Result<()> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it; pid 0 = this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 impl Spawned {
@@ -39,13 +59,17 @@ impl Spawned {
         std::fs::write(config.path(), toml::to_string(&table).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
         let log = std::fs::File::create(&o.log).map_err(|e| format!("{}: {e}", o.log.display()))?;
-        let child = Command::new(o.serve_bin)
-            .args(["run", "--config"])
-            .arg(config.path())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", o.serve_bin.display()))?;
+        let mut command = Command::new(o.serve_bin);
+        command.args(["run", "--config"]).arg(config.path()).stdout(Stdio::null()).stderr(log);
+        // Not the generator's own pinning, which the child would otherwise inherit.
+        // SAFETY: sysconf with a valid name.
+        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+        let cpus = if o.cpus.is_empty() { (0..online).collect() } else { o.cpus.to_vec() };
+        // SAFETY: between fork and exec the child only calls sched_setaffinity (async-signal-safe).
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || pin(&cpus));
+        }
+        let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", o.serve_bin.display()))?;
         let mut s = Self { child, base: format!("http://127.0.0.1:{port}"), _config: config, log: o.log };
         s.wait_ready(Duration::from_secs(60))?;
         Ok(s)

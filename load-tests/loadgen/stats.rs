@@ -47,8 +47,14 @@ pub struct PhaseResult {
     pub ideal_p99_ms: Option<f64>,
     /// p99 of actual minus scheduled send time: above 1 ms the generator, not the server, was measured.
     pub send_lag_p99_ms: Option<f64>,
+    /// False when the send lag p99 exceeds [`MAX_SEND_LAG_P99_MS`]: the phase measured the generator and is
+    /// not a result.
+    pub valid: bool,
     /// p99 of the server's own time for answered requests (from the kernel's receipt of the request bytes).
     pub server_p99_ms: Option<f64>,
+    /// (scheduled ns, rows) of every request: the arrival trace the ideal server is computed on.
+    #[serde(skip)]
+    pub trace: Vec<(u64, u32)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +68,9 @@ pub struct Window {
     pub p99_ms: Option<f64>,
     pub budget_met_share: Option<f64>,
 }
+
+/// A phase whose generator sent later than this at p99 is marked invalid.
+pub const MAX_SEND_LAG_P99_MS: f64 = 1.0;
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
@@ -102,17 +111,17 @@ pub struct PhaseInfo<'a> {
     pub duration_s: f64,
 }
 
-/// The p99 latency (ms) of a one-core FIFO server that spends `service_us(rows)` on each request of `shots`
-/// at its scheduled time.
-pub fn ideal_p99_ms(shots: &[&Shot], service_us: &dyn Fn(usize) -> f64) -> Option<f64> {
-    let mut order: Vec<&Shot> = shots.to_vec();
-    order.sort_by_key(|s| s.sched_ns);
+/// The p99 latency (ms) of a one-core FIFO server that spends `service_us(rows)` on each request of `trace`
+/// ((scheduled ns, rows)) at its scheduled time.
+pub fn ideal_p99_ms(trace: &[(u64, u32)], service_us: &dyn Fn(usize) -> f64) -> Option<f64> {
+    let mut order = trace.to_vec();
+    order.sort_unstable();
     let mut free_at = 0.0f64;
     let mut latencies: Vec<f64> = order
         .iter()
-        .map(|s| {
-            let arrival = s.sched_ns as f64 / 1e3;
-            free_at = free_at.max(arrival) + service_us(s.rows as usize);
+        .map(|&(sched_ns, rows)| {
+            let arrival = sched_ns as f64 / 1e3;
+            free_at = free_at.max(arrival) + service_us(rows as usize);
             free_at - arrival
         })
         .collect();
@@ -162,6 +171,7 @@ pub fn summarise(
         }
     }
     let ok = ok_h.len();
+    let trace: Vec<(u64, u32)> = shots.iter().map(|s| (s.sched_ns, s.rows)).collect();
     let served_auc = ensemble_serve::metrics::auc(&served, &ys);
     let offline_auc = offline.and_then(|_| ensemble_serve::metrics::auc(&off, &ys));
     PhaseResult {
@@ -184,9 +194,11 @@ pub fn summarise(
         served_auc,
         offline_auc,
         served_auc_gap: served_auc.zip(offline_auc).map(|(a, b)| a - b),
-        ideal_p99_ms: service_us.and_then(|f| ideal_p99_ms(shots, f)),
+        ideal_p99_ms: service_us.and_then(|f| ideal_p99_ms(&trace, f)),
         send_lag_p99_ms: percentiles(&lag_h).map(|p| p.p99_ms),
+        valid: percentiles(&lag_h).is_none_or(|p| p.p99_ms <= MAX_SEND_LAG_P99_MS),
         server_p99_ms: percentiles(&server_h).map(|p| p.p99_ms),
+        trace,
     }
 }
 
