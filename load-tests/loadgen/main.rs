@@ -103,8 +103,8 @@ fn run(cli: Cli) -> Result<()> {
         p.duration_s *= args.duration_scale;
     }
     let rates = sc.rates(args.capacity).map_err(anyhow::Error::msg)?;
-    let replay =
-        Replay::load(&sc.dataset, &args.data_dir, sc.split, sc.instances_per_request).map_err(anyhow::Error::msg)?;
+    let replay = Replay::load(&sc.dataset, &args.data_dir, sc.split, sc.instances_per_request, &sc.context_fields)
+        .map_err(anyhow::Error::msg)?;
     let (offline, floors, floor_session) = offline_and_floors(&args, &replay)?;
     let spawned = match &args.target {
         Some(t) => {
@@ -297,7 +297,8 @@ fn drive(
             let info =
                 PhaseInfo { policy: policy.name(), phase: &name, offered_rps: rates[i], duration_s: p.duration_s };
             let service = |rows: usize| floors.service_us(policy, rows);
-            summarise(info, &shots, c, &replay.labels, Some(offline), Some(&service))
+            let offline = (!replay.is_ranking()).then_some(offline);
+            summarise(info, &shots, c, &replay.labels, offline, Some(&service))
         };
         if sc.continuous {
             let bar = progress(args.quiet, policy, &segments);

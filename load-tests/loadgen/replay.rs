@@ -10,6 +10,8 @@ use ensemble_serve::runtime::GraphSession;
 pub struct Replay {
     /// One serialised JSON object per row (request bodies are spliced from these).
     pub rows: Vec<String>,
+    /// Ranking bodies: per row, its context fields and its other fields as serialised JSON objects.
+    ranking: Option<(Vec<String>, Vec<String>)>,
     /// The same rows as objects, for the offline encoding.
     objects: Vec<serde_json::Map<String, serde_json::Value>>,
     pub labels: Vec<f32>,
@@ -22,14 +24,33 @@ impl Replay {
         data_dir: &Path,
         split: ensemble_serve::data::Split,
         per_request: usize,
+        context_fields: &[String],
     ) -> Result<Self, String> {
         let spec = DatasetSpec::load(spec_path, data_dir).map_err(|e| e.to_string())?;
         let inst = read_instances(&spec, split, None).map_err(|e| e.to_string())?;
         if inst.objects.is_empty() {
             return Err(format!("{}: the {split} split has no rows", spec_path.display()));
         }
-        let rows = inst.objects.iter().map(|o| serde_json::to_string(o).expect("JSON object")).collect();
-        Ok(Self { rows, objects: inst.objects, labels: inst.labels, per_request })
+        if let Some(f) = context_fields.iter().find(|f| !spec.fields.iter().any(|s| &&s.name == f)) {
+            return Err(format!("context field '{f}' is not a field of {}", spec_path.display()));
+        }
+        let json = |o: &serde_json::Map<String, serde_json::Value>| serde_json::to_string(o).expect("JSON object");
+        let rows = inst.objects.iter().map(json).collect();
+        let part = |o: &serde_json::Map<String, serde_json::Value>, context: bool| {
+            json(
+                &o.iter()
+                    .filter(|(k, _)| context_fields.contains(k) == context)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
+        };
+        let ranking = (!context_fields.is_empty()).then(|| {
+            (
+                inst.objects.iter().map(|o| part(o, true)).collect(),
+                inst.objects.iter().map(|o| part(o, false)).collect(),
+            )
+        });
+        Ok(Self { rows, ranking, objects: inst.objects, labels: inst.labels, per_request })
     }
 
     /// First row of request `i`; its rows are `first .. first + per_request` modulo the split.
@@ -41,15 +62,32 @@ impl Replay {
         (first as usize + j) % self.rows.len()
     }
 
-    /// `{"instances": [...], "tier": ..., "latency_budget_ms": ...}` with `n` rows from `first` on.
+    /// Whether bodies are ranking requests (`context` + `candidates`).
+    pub fn is_ranking(&self) -> bool {
+        self.ranking.is_some()
+    }
+
+    /// `{"instances": [...], "tier": ..., "latency_budget_ms": ...}` with `n` rows from `first` on, or
+    /// `{"context": {...}, "candidates": [...], ...}` for ranking replays.
     pub fn body(&self, first: u32, n: usize, tier: Option<&str>, budget_ms: f64) -> Vec<u8> {
         let mut b = String::with_capacity(64 + n * self.rows[0].len());
-        b.push_str("{\"instances\":[");
+        let rows = match &self.ranking {
+            Some((context, candidates)) => {
+                b.push_str("{\"context\":");
+                b.push_str(&context[first as usize]);
+                b.push_str(",\"candidates\":[");
+                candidates
+            }
+            None => {
+                b.push_str("{\"instances\":[");
+                &self.rows
+            }
+        };
         for j in 0..n {
             if j > 0 {
                 b.push(',');
             }
-            b.push_str(&self.rows[self.row(first, j)]);
+            b.push_str(&rows[self.row(first, j)]);
         }
         b.push_str("],\"latency_budget_ms\":");
         b.push_str(&budget_ms.to_string());

@@ -20,6 +20,11 @@ pub struct Scenario {
     /// 1,024); absent: `instances_per_request` for every request.
     #[serde(default)]
     pub rows_per_request: Option<RowsDist>,
+    /// Ranking requests: these fields are sent once per request as `context` (taken from the request's first
+    /// row), the other fields of each row as one of its `candidates`; labels stay the candidates' own. Empty:
+    /// `instances` bodies. The served scores are then those of the merged rows, so no offline AUC is shown.
+    #[serde(default)]
+    pub context_fields: Vec<String>,
     #[serde(default)]
     pub arrival: Arrival,
     #[serde(default = "default_policies")]
