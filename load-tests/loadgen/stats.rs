@@ -26,6 +26,7 @@ pub struct PhaseResult {
     pub duration_s: f64,
     pub sent: u64,
     pub answered_ok: u64,
+    /// Answered requests (rows) per second, over the phase or until its last answer if that came later.
     pub ok_rps: f64,
     pub instances_per_s: f64,
     /// Answered requests (HTTP 200), latency from the scheduled send time.
@@ -171,6 +172,10 @@ pub fn summarise(
         }
     }
     let ok = ok_h.len();
+    // Answers of an overloaded phase keep coming after its last send: rates count until the last answer.
+    let first_ns = shots.iter().map(|s| s.sched_ns).min().unwrap_or(0);
+    let last_ns = shots.iter().filter(|s| s.status == 200).map(|s| s.sched_ns + s.latency_us * 1000).max();
+    let span_s = info.duration_s.max(last_ns.map_or(0.0, |l| l.saturating_sub(first_ns) as f64 / 1e9));
     let trace: Vec<(u64, u32)> = shots.iter().map(|s| (s.sched_ns, s.rows)).collect();
     let served_auc = ensemble_serve::metrics::auc(&served, &ys);
     let offline_auc = offline.and_then(|_| ensemble_serve::metrics::auc(&off, &ys));
@@ -181,8 +186,8 @@ pub fn summarise(
         duration_s: info.duration_s,
         sent: shots.len() as u64,
         answered_ok: ok,
-        ok_rps: ok as f64 / info.duration_s,
-        instances_per_s: ok_rows as f64 / info.duration_s,
+        ok_rps: ok as f64 / span_s,
+        instances_per_s: ok_rows as f64 / span_s,
         latency: percentiles(&ok_h),
         rejected,
         rejected_latency: percentiles(&rej_h),
