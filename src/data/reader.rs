@@ -29,6 +29,8 @@ pub enum LineError {
     Read(String),
     #[error("expected {expected} columns, found {found}")]
     Columns { expected: usize, found: usize },
+    #[error("expected 40 tab-separated columns, found {0}")]
+    CriteoColumns(usize),
     #[error("not valid UTF-8")]
     Utf8,
     #[error("label '{0}' is not 0/1 (or 1/-1)")]
@@ -262,7 +264,7 @@ fn parse_criteo(
     let (a, b) = spans.remove(0);
     *label = parse_label(&line[a..b])?;
     if spans.len() != 39 {
-        return Err(LineError::Columns { expected: 40, found: spans.len() + 1 });
+        return Err(LineError::CriteoColumns(spans.len() + 1));
     }
     Ok(())
 }
