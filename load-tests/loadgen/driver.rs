@@ -33,8 +33,9 @@ pub struct Shot {
     pub budget_ms: f32,
     /// Offset of this shot's scores in `Collected::scores`.
     pub scores_at: u32,
-    /// Rows in the request.
+    /// Rows in the request, the split's rows `first_row ..` (cycling).
     pub rows: u32,
+    pub first_row: u32,
     /// Actual minus scheduled send time (µs): the generator's own delay.
     pub lag_us: u32,
     /// The server's own time for it (`server_time_us`: from the kernel's receipt of its bytes to its answer).
@@ -129,6 +130,7 @@ pub fn run_segments(
                 budget_ms: budget as f32,
                 scores_at: 0,
                 rows: rows as u32,
+                first_row: 0,
                 lag_us: 0,
                 server_us: 0,
                 run_us: 0,
@@ -195,6 +197,7 @@ fn fire(
 ) {
     let first_row = load.replay.first_row(i);
     let n_rows = load.replay.rows.len() as u32;
+    let shot = Shot { first_row, ..shot };
     if outstanding.load(Ordering::SeqCst) >= load.max_outstanding {
         collected.lock().expect("collector").shots.push(shot);
         return;

@@ -16,8 +16,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use driver::{run_segments, Collected, Load, Segment};
+use driver::{run_segments, Collected, Load, Segment, Shot};
 use ensemble_serve::artifact::Artifact;
+use ensemble_serve::runtime::GraphSession;
 use replay::Replay;
 use report::RunResults;
 use scenario::{Policy, Scenario};
@@ -119,7 +120,8 @@ fn run(cli: Cli) -> Result<()> {
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(usize::MAX).tcp_nodelay(true).build()?;
     let url = format!("{base}/v1/models/{}/score", args.model);
-    let (mut phases, timelines) = drive(&args, &sc, &rates, &replay, (&offline, &floors), &rt, &client, &url);
+    let (mut phases, timelines) =
+        drive(&args, &sc, &rates, &replay, (&offline, &floors, &floor_session), &rt, &client, &url)?;
     // The machine's speed drifts: floors timed again after the run, and the ideal server gets the faster of
     // the two at each size (the more demanding floor).
     let after = floor_session.measure(&replay)?;
@@ -230,6 +232,12 @@ struct FloorSession {
 }
 
 impl FloorSession {
+    fn ensemble_session(&self) -> Result<GraphSession> {
+        let a = &self.artifact;
+        let file = a.manifest.ensemble().map(|g| g.file.clone()).context("no ensemble graph")?;
+        Ok(GraphSession::load(self.env, &a.dir.join(file), &a.manifest.inputs, &a.encoder, 1)?)
+    }
+
     fn measure(&self, replay: &Replay) -> Result<Floors> {
         let time =
             |graph: &str| replay.run_times(&self.artifact, self.env, graph, &FLOOR_ROWS).map_err(anyhow::Error::msg);
@@ -260,12 +268,14 @@ fn drive(
     sc: &Scenario,
     rates: &[f64],
     replay: &Replay,
-    (offline, floors): (&[f32], &Floors),
+    (offline, floors, floor_session): (&[f32], &Floors, &FloorSession),
     rt: &tokio::runtime::Runtime,
     client: &reqwest::Client,
     url: &str,
-) -> (Vec<stats::PhaseResult>, Timelines) {
+) -> Result<(Vec<stats::PhaseResult>, Timelines)> {
     let budgets = sc.budget_mix();
+    // Ranking replays: the merged rows are scored offline after each phase, with a session of their own.
+    let ranking_session = std::sync::Mutex::new(floor_session.ensemble_session()?);
     let (mut results, mut timelines) = (Vec::new(), BTreeMap::new());
     let mut next_request = 0u64;
     for &policy in &sc.policies {
@@ -297,8 +307,14 @@ fn drive(
             let info =
                 PhaseInfo { policy: policy.name(), phase: &name, offered_rps: rates[i], duration_s: p.duration_s };
             let service = |rows: usize| floors.service_us(policy, rows);
-            let offline = (!replay.is_ranking()).then_some(offline);
-            summarise(info, &shots, c, &replay.labels, offline, Some(&service))
+            let n = offline.len();
+            let per_row = |s: &Shot| (0..s.rows as usize).map(|j| offline[(s.first_row as usize + j) % n]).collect();
+            let merged = |s: &Shot| {
+                let mut session = ranking_session.lock().expect("offline session");
+                replay.merged_scores(s.first_row, s.rows as usize, &mut session, &floor_session.artifact)
+            };
+            let offline: &stats::OfflineScores<'_> = if replay.is_ranking() { &merged } else { &per_row };
+            summarise(info, &shots, c, &replay.labels, Some(offline), Some(&service))
         };
         if sc.continuous {
             let bar = progress(args.quiet, policy, &segments);
@@ -331,7 +347,7 @@ fn drive(
             std::thread::sleep(Duration::from_secs(1));
         }
     }
-    (results, timelines)
+    Ok((results, timelines))
 }
 
 /// A second of light load before measuring: connections open, the server's estimators settle.

@@ -12,6 +12,7 @@ pub struct Replay {
     pub rows: Vec<String>,
     /// Ranking bodies: per row, its context fields and its other fields as serialised JSON objects.
     ranking: Option<(Vec<String>, Vec<String>)>,
+    context_fields: Vec<String>,
     /// The same rows as objects, for the offline encoding.
     objects: Vec<serde_json::Map<String, serde_json::Value>>,
     pub labels: Vec<f32>,
@@ -50,7 +51,8 @@ impl Replay {
                 inst.objects.iter().map(|o| part(o, false)).collect(),
             )
         });
-        Ok(Self { rows, ranking, objects: inst.objects, labels: inst.labels, per_request })
+        let context_fields = context_fields.to_vec();
+        Ok(Self { rows, ranking, context_fields, objects: inst.objects, labels: inst.labels, per_request })
     }
 
     /// First row of request `i`; its rows are `first .. first + per_request` modulo the split.
@@ -133,6 +135,23 @@ impl Replay {
             points.push((n, us[us.len() / 2]));
         }
         Ok(points)
+    }
+
+    /// The ensemble's offline scores of a ranking request's merged rows: row `first`'s context fields with
+    /// each candidate row's other fields, as the server sees them.
+    pub fn merged_scores(&self, first: u32, n: usize, session: &mut GraphSession, artifact: &Artifact) -> Vec<f32> {
+        let enc = &artifact.encoder;
+        let width = enc.width();
+        let context = &self.objects[first as usize];
+        let mut ids = vec![0u32; n * width];
+        for (j, out) in ids.chunks_mut(width).enumerate() {
+            let mut row = self.objects[self.row(first, j)].clone();
+            for (k, v) in context.iter().filter(|(k, _)| self.context_fields.contains(k)) {
+                row.insert(k.clone(), v.clone());
+            }
+            enc.encode_json_object(&row, false, out).expect("replayed rows encode");
+        }
+        session.run(&ids, width, "probability").map(|(p, _)| p).unwrap_or_else(|_| vec![f32::NAN; n])
     }
 
     /// Every row scored offline by the artifact's ensemble graph in this process (ONNX Runtime on the CPU).

@@ -123,8 +123,8 @@ pub fn markdown(r: &RunResults) -> String {
         );
     }
     let _ = writeln!(md, "\nLatency is measured from each request's scheduled send time (open loop).\n");
-    md.push_str("| policy | phase | offered rps | ok rps | inst/s | p50 ms | p90 ms | p99 ms | server p99 ms | ideal p99 ms | p99.9 ms | max ms | rejected (p99 ms) | errors | tiers | budget met | served AUC | offline AUC | send lag p99 ms |\n");
-    md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |\n");
+    md.push_str("| policy | phase | offered rps | ok rps | inst/s | p50 ms | p90 ms | p99 ms | server p99 ms | ideal p99 ms | p99.9 ms | max ms | rejected (p99 ms) | errors | tiers | budget met | served AUC | offline AUC | effective AUC | send lag p99 ms |\n");
+    md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
     for x in &r.phases {
         let l = x.latency.as_ref();
         let errors = if x.errors.is_empty() { "0".into() } else { format!("{:?}", x.errors) };
@@ -135,7 +135,7 @@ pub fn markdown(r: &RunResults) -> String {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             x.policy,
             x.phase,
             x.offered_rps,
@@ -154,6 +154,7 @@ pub fn markdown(r: &RunResults) -> String {
             opt(x.budget_met_share.map(|s| s * 100.0), 2) + "%",
             opt(x.served_auc, 6),
             opt(x.offline_auc, 6),
+            opt(x.effective_auc, 6),
             opt(x.send_lag_p99_ms, 3) + if x.valid { "" } else { " **INVALID**" },
         );
     }

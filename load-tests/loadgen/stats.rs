@@ -43,6 +43,9 @@ pub struct PhaseResult {
     pub served_auc: Option<f64>,
     pub offline_auc: Option<f64>,
     pub served_auc_gap: Option<f64>,
+    /// AUC over every row of every request sent, a row of a late (over budget), rejected or failed request
+    /// scoring 0.5 (unanswered): accuracy as the caller gets it (Clipper's "effective accuracy").
+    pub effective_auc: Option<f64>,
     /// p99 of an ideal one-core FIFO server on the same arrival trace that spends only each request's raw
     /// ONNX Runtime time (the floor for this trace).
     pub ideal_p99_ms: Option<f64>,
@@ -131,12 +134,15 @@ pub fn ideal_p99_ms(trace: &[(u64, u32)], service_us: &dyn Fn(usize) -> f64) -> 
     latencies.get(at).map(|us| us / 1e3)
 }
 
+/// The served model's ensemble scores, offline, of a request's rows as the server saw them.
+pub type OfflineScores<'a> = dyn Fn(&Shot) -> Vec<f32> + 'a;
+
 pub fn summarise(
     info: PhaseInfo,
     shots: &[&Shot],
     c: &Collected,
     labels: &[f32],
-    offline: Option<&[f32]>,
+    offline: Option<&OfflineScores<'_>>,
     service_us: Option<&dyn Fn(usize) -> f64>,
 ) -> PhaseResult {
     let (mut ok_h, mut rej_h) = (histogram(), histogram());
@@ -160,9 +166,9 @@ pub fn summarise(
             for &(row, p) in &c.scores[s.scores_at as usize..s.scores_at as usize + s.rows as usize] {
                 served.push(p);
                 ys.push(labels[row as usize]);
-                if let Some(o) = offline {
-                    off.push(o[row as usize]);
-                }
+            }
+            if let Some(o) = offline {
+                off.extend(o(s));
             }
         } else if is_rejection(s.status) {
             rejected += 1;
@@ -178,6 +184,7 @@ pub fn summarise(
     let span_s = info.duration_s.max(last_ns.map_or(0.0, |l| l.saturating_sub(first_ns) as f64 / 1e9));
     let trace: Vec<(u64, u32)> = shots.iter().map(|s| (s.sched_ns, s.rows)).collect();
     let served_auc = ensemble_serve::metrics::auc(&served, &ys);
+    let effective_auc = effective_auc(shots, c, labels);
     let offline_auc = offline.and_then(|_| ensemble_serve::metrics::auc(&off, &ys));
     PhaseResult {
         policy: info.policy.into(),
@@ -199,12 +206,29 @@ pub fn summarise(
         served_auc,
         offline_auc,
         served_auc_gap: served_auc.zip(offline_auc).map(|(a, b)| a - b),
+        effective_auc,
         ideal_p99_ms: service_us.and_then(|f| ideal_p99_ms(&trace, f)),
         send_lag_p99_ms: percentiles(&lag_h).map(|p| p.p99_ms),
         valid: percentiles(&lag_h).is_none_or(|p| p.p99_ms <= MAX_SEND_LAG_P99_MS),
         server_p99_ms: percentiles(&server_h).map(|p| p.p99_ms),
         trace,
     }
+}
+
+/// See [`PhaseResult::effective_auc`].
+fn effective_auc(shots: &[&Shot], c: &Collected, labels: &[f32]) -> Option<f64> {
+    let (mut scores, mut ys) = (Vec::new(), Vec::new());
+    for s in shots {
+        let in_time = s.status == 200 && s.latency_us as f64 <= s.budget_ms as f64 * 1000.0;
+        let rows = (0..s.rows as usize).map(|j| (s.first_row as usize + j) % labels.len());
+        ys.extend(rows.map(|row| labels[row]));
+        if in_time {
+            scores.extend(c.scores[s.scores_at as usize..][..s.rows as usize].iter().map(|&(_, p)| p));
+        } else {
+            scores.extend(std::iter::repeat_n(0.5, s.rows as usize));
+        }
+    }
+    ensemble_serve::metrics::auc(&scores, &ys)
 }
 
 /// Fixed windows over the scheduled send time of `shots`.
