@@ -152,3 +152,32 @@ async fn a_deadline_that_passed_on_arrival_is_a_504_and_runs_no_rows() {
         common::app::send(&router, "POST", "/v1/score", Some(&body), &[("x-request-timeout-ms", "soon")]).await;
     assert_eq!((status, v["error"]["code"].as_str()), (422, Some("invalid_timeout")), "{v}");
 }
+
+/// KServe v2 server metadata, and the model addressed by its version: metadata, readiness and infer on the
+/// loaded version answer as the unversioned routes do; another version is a 404 in the protocol's shape.
+#[tokio::test]
+async fn kserve_v2_server_metadata_and_versioned_routes() {
+    let Some(rows) = rows(30) else { return };
+    let router = common::app::router(&common::app::shipped());
+    let (status, server) = common::app::send(&router, "GET", "/v2", None, &[]).await;
+    assert_eq!((status, server["name"].as_str()), (200, Some("ensemble-serve")), "{server}");
+
+    let (_, model) = common::app::send(&router, "GET", "/v2/models/default", None, &[]).await;
+    let version = model["versions"][0].as_str().expect("a version").to_string();
+    assert!(model["inputs"].as_array().unwrap().iter().all(|i| i["shape"] == json!([-1, 1])), "{model}");
+    let versioned = format!("/v2/models/default/versions/{version}");
+    assert_eq!(common::app::send(&router, "GET", &versioned, None, &[]).await, (200, model));
+    let (status, ready) = common::app::send(&router, "GET", &format!("{versioned}/ready"), None, &[]).await;
+    assert_eq!((status, ready["ready"].as_bool()), (200, Some(true)));
+
+    let (context, candidates) = split_context(&rows, &CONTEXT);
+    let body = v2_body(&context, &candidates, "ensemble");
+    let (s1, plain) = common::app::post(&router, "/v2/models/default/infer", &body).await;
+    let (s2, named) = common::app::post(&router, &format!("{versioned}/infer"), &body).await;
+    assert_eq!((s1, s2), (200, 200), "{named}");
+    assert_eq!(plain["outputs"], named["outputs"]);
+
+    let (status, err) = common::app::post(&router, "/v2/models/default/versions/0/infer", &body).await;
+    assert_eq!(status, 404, "{err}");
+    assert!(err["error"].as_str().is_some_and(|m| m.contains("version 0")), "{err}");
+}

@@ -33,8 +33,44 @@ fn model_or_404(s: &AppState, name: &str) -> Result<Arc<LoadedModel>, V2Error> {
     s.scorer.registry.get(name).ok_or_else(|| V2Error(ScoringError::UnknownModel(name.to_string())))
 }
 
+/// A model addressed by name and version: the version must be the one loaded (the newest the manifest names).
+fn version_or_404(s: &AppState, name: &str, version: &str) -> Result<Arc<LoadedModel>, V2Error> {
+    let m = model_or_404(s, name)?;
+    if m.version != version {
+        return Err(V2Error(ScoringError::UnknownModel(format!("{name} version {version} (loaded: {})", m.version))));
+    }
+    Ok(m)
+}
+
+/// `GET /v2`: server metadata.
+pub(super) async fn server_metadata() -> Json<Value> {
+    Json(json!({"name": "ensemble-serve", "version": env!("CARGO_PKG_VERSION"), "extensions": []}))
+}
+
 pub(super) async fn metadata(State(s): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    let m = match model_or_404(&s, &name) {
+    model_metadata(model_or_404(&s, &name))
+}
+
+pub(super) async fn version_metadata(
+    State(s): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    model_metadata(version_or_404(&s, &name, &version))
+}
+
+pub(super) async fn version_ready(
+    State(s): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    match version_or_404(&s, &name, &version) {
+        Ok(m) => Json(json!({"name": m.name, "ready": true})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Inputs are [batch, 1] here as in the config (`dims: [1]` with a batch size); [N] is accepted too.
+fn model_metadata(m: Result<Arc<LoadedModel>, V2Error>) -> Response {
+    let m = match m {
         Ok(m) => m,
         Err(e) => return e.into_response(),
     };
@@ -43,7 +79,7 @@ pub(super) async fn metadata(State(s): State<Arc<AppState>>, Path(name): Path<St
         .encoder
         .fields
         .iter()
-        .map(|f| json!({"name": f.spec.name, "datatype": "BYTES", "shape": [-1]}))
+        .map(|f| json!({"name": f.spec.name, "datatype": "BYTES", "shape": [-1, 1]}))
         .collect();
     Json(json!({
         "name": m.name,
@@ -128,7 +164,31 @@ pub(super) async fn infer(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (out, meta) = match s.scorer.score(call(&name, arrival(conn), &headers), V2Body(body_bytes(body))).await {
+    infer_as(&s, conn, &name, &headers, body).await
+}
+
+/// Infer naming the model's version: the loaded one, else 404 before anything is decoded.
+pub(super) async fn version_infer(
+    State(s): State<Arc<AppState>>,
+    conn: Option<Extension<ConnectInfo<RxClock>>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(e) = version_or_404(&s, &name, &version) {
+        return e.into_response();
+    }
+    infer_as(&s, conn, &name, &headers, body).await
+}
+
+async fn infer_as(
+    s: &AppState,
+    conn: Option<Extension<ConnectInfo<RxClock>>>,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (out, meta) = match s.scorer.score(call(name, arrival(conn), headers), V2Body(body_bytes(body))).await {
         Ok(r) => r,
         Err(e) => return V2Error(e).into_response(),
     };
