@@ -48,7 +48,8 @@ pub struct ServerConfig {
     /// fit when idle); otherwise such requests are served late by the fastest tier.
     pub shed_on_overload: bool,
     /// Low-latency mode: spin threads at SCHED_IDLE priority keep idle cores from halting, so waking the
-    /// server (and answering) costs no vCPU wake-up; the cores then read 100% busy to CPU accounting.
+    /// server (and answering) costs no vCPU wake-up, and keep idle graphs warm with one-row runs; the cores
+    /// then read 100% busy to CPU accounting.
     pub idle_spin: bool,
     /// Bearer token for `POST /admin/reload`; empty disables the admin endpoints.
     pub admin_token: String,
