@@ -1,7 +1,7 @@
 //! Low-latency mode: one spinning thread per core at `SCHED_IDLE` priority keeps idle cores out of halt,
 //! and the first of them also keeps idle graphs warm (`tick`, every `TICK`): after a few idle milliseconds
-//! a graph's first run was measured 5–20% slower than back-to-back runs (`examples`-free check: the
-//! `run_us` of idle arrivals in `load-tests/`), and a one-row run each millisecond removes that.
+//! a graph's next run was measured 5–20% slower than back-to-back runs (`inference_time_us` of idle
+//! arrivals, `loadgen --shots`), and a one-row run each half millisecond removes most of that.
 //! On a virtual machine a halted vCPU takes tens of µs to wake (measured here: two wake-ups cost ~150 µs),
 //! and a request at low load pays that on every hop. `SCHED_IDLE` threads run only when nothing else is
 //! runnable and give way at once to any woken thread, so they take almost no CPU from the server — but the
