@@ -34,19 +34,8 @@ pub struct Scores {
 pub struct StudentScores {
     #[serde(rename = "type")]
     pub kind: StudentKind,
-    pub auc: f64,
-    pub logloss: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gauc: Option<f64>,
-}
-
-impl StudentScores {
-    pub fn new(kind: StudentKind, s: Scores) -> Self {
-        Self { kind, auc: s.auc, logloss: s.logloss, gauc: s.gauc }
-    }
-    pub fn scores(&self) -> Scores {
-        Scores { auc: self.auc, logloss: self.logloss, gauc: self.gauc }
-    }
+    #[serde(flatten)]
+    pub scores: Scores,
 }
 
 /// The ensemble's and every student's scores on one split.
@@ -124,7 +113,7 @@ impl RunSummary {
 
     /// The ensemble's (`index` None) or student `index`'s scores on the validation or test split.
     pub fn scores(&self, split: &SplitSummary, index: Option<usize>) -> Scores {
-        index.map_or(split.ensemble, |k| split.students[k].scores())
+        index.map_or(split.ensemble, |k| split.students[k].scores)
     }
 }
 
@@ -134,7 +123,8 @@ mod tests {
 
     fn sample() -> RunSummary {
         let s = Scores { auc: 0.9, logloss: 0.3, gauc: None };
-        let split = SplitSummary { ensemble: s, students: vec![StudentScores::new(StudentKind::Mlp, s); 2] };
+        let split =
+            SplitSummary { ensemble: s, students: vec![StudentScores { kind: StudentKind::Mlp, scores: s }; 2] };
         RunSummary {
             format: SUMMARY_FORMAT.into(),
             version: SUMMARY_VERSION,

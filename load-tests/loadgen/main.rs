@@ -275,7 +275,8 @@ fn drive(
 ) -> Result<(Vec<stats::PhaseResult>, Timelines)> {
     let budgets = sc.budget_mix();
     // Ranking replays: the merged rows are scored offline after each phase, with a session of their own.
-    let ranking_session = std::sync::Mutex::new(floor_session.ensemble_session()?);
+    let ranking_session =
+        if replay.is_ranking() { Some(std::sync::Mutex::new(floor_session.ensemble_session()?)) } else { None };
     let (mut results, mut timelines) = (Vec::new(), BTreeMap::new());
     let mut next_request = 0u64;
     for &policy in &sc.policies {
@@ -310,7 +311,7 @@ fn drive(
             let n = offline.len();
             let per_row = |s: &Shot| (0..s.rows as usize).map(|j| offline[(s.first_row as usize + j) % n]).collect();
             let merged = |s: &Shot| {
-                let mut session = ranking_session.lock().expect("offline session");
+                let mut session = ranking_session.as_ref().expect("a ranking replay").lock().expect("offline session");
                 replay.merged_scores(s.first_row, s.rows as usize, &mut session, &floor_session.artifact)
             };
             let offline: &stats::OfflineScores<'_> = if replay.is_ranking() { &merged } else { &per_row };

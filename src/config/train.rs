@@ -272,6 +272,7 @@ impl Default for TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::{Framework, StudentKind, TrainConfig};
+    use serde::Serialize;
 
     /// A key as written, and the change that sets it so.
     type Case = (&'static str, fn(&mut TrainConfig));
@@ -334,6 +335,21 @@ mod tests {
         assert_eq!(dropouts.validate().unwrap_err().key, "student_dropouts");
         let dhen = TrainConfig { students: vec![StudentKind::Dhen], dhen_modules: vec![], ..Default::default() };
         assert_eq!(dhen.validate().unwrap_err().key, "dhen_modules");
+    }
+
+    /// The spellings messages and manifests use are serde's own, for every variant of every enum.
+    #[test]
+    fn every_spelling_is_the_serde_name() {
+        fn check<T: Serialize + std::fmt::Display>(all: &[T]) {
+            for v in all {
+                assert_eq!(serde_json::to_value(v).unwrap(), serde_json::Value::String(v.to_string()));
+            }
+        }
+        check(Framework::ALL);
+        check(super::StudentKind::ALL);
+        check(super::DeviceChoice::ALL);
+        check(super::DhenModule::ALL);
+        check(super::DhenFusion::ALL);
     }
 
     #[test]

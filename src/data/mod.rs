@@ -68,14 +68,16 @@ impl<R: Read> Read for CountingReader<R> {
 
 pub use crate::paths::atomic_write;
 
-/// A progress bar over bytes read, hidden when stderr is not a terminal.
-pub fn byte_progress(label: &str, total: u64) -> indicatif::ProgressBar {
+/// A progress bar of `total` steps drawn with `template` on stderr, hidden when stderr is not a terminal.
+pub fn progress_bar(total: u64, template: &'static str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("static template").progress_chars("=> "));
+    bar
+}
+
+/// A progress bar over bytes read.
+pub fn byte_progress(label: &str, total: u64) -> indicatif::ProgressBar {
+    let bar = progress_bar(total, "{msg:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}");
     bar.set_message(label.to_string());
     bar
 }

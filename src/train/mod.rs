@@ -238,14 +238,9 @@ fn restore(vs: &nn::VarStore, saved: &[(String, Tensor)]) {
     });
 }
 
-/// One epoch's progress over training rows, hidden when stderr is not a terminal.
+/// One epoch's progress over training rows.
 pub fn epoch_bar(epoch: usize, rows: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(Some(rows), indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
+    let bar = crate::data::progress_bar(rows, "epoch {prefix:>3} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}");
     bar.set_prefix(epoch.to_string());
     bar
 }

@@ -12,7 +12,7 @@ use crate::run_summary::{KnowledgeAbundance, RunSummary, SplitSummary, StudentSc
 pub fn summary(cfg: &TrainConfig, out: &TrainOutcome, data: &Dataset) -> RunSummary {
     let split = |s: &SplitScores| SplitSummary {
         ensemble: s.ensemble,
-        students: s.students.iter().zip(&cfg.students).map(|(&sc, &kind)| StudentScores::new(kind, sc)).collect(),
+        students: s.students.iter().zip(&cfg.students).map(|(&scores, &kind)| StudentScores { kind, scores }).collect(),
     };
     let best = out.epochs.iter().find(|e| e.epoch == out.best_epoch);
     RunSummary {
