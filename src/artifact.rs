@@ -1,11 +1,12 @@
-//! The model artifact: `models/<name>/<version>/` with `manifest.json`, `ensemble.onnx`, `student_<k>.onnx`
-//! and the feature encoder. This is the whole contract between training and serving.
+//! The model artifact: `models/<name>/<version>/` with `manifest.json`, `ensemble.onnx`, `student_<k>.onnx`,
+//! their int8 twins (`*.int8.onnx`) and the feature encoder. This is the whole contract between training and serving.
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Framework;
 use crate::features::{Encoder, FeatureError};
+use crate::onnx::{ActivationScale, Precision, WeightScale};
 use crate::run_summary::Scores;
 
 pub const MANIFEST_FORMAT: &str = "ensemble-serve/model";
@@ -31,6 +32,9 @@ impl From<Scores> for Metric {
     }
 }
 
+/// Batch sizes of the manifest's latency profile.
+pub const PROFILE_BATCHES: [usize; 4] = [1, 8, 64, 256];
+
 /// Median and p99 of in-process ONNX Runtime run time (µs) at one batch size.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LatencyPoint {
@@ -55,6 +59,15 @@ pub struct GraphEntry {
     pub index: Option<usize>,
     /// Student type, or the framework for the ensemble.
     pub model_type: String,
+    /// Dense-layer precision (manifests written before int8 tiers have fp32 graphs only).
+    #[serde(default)]
+    pub precision: Precision,
+    /// An int8 graph's weight scaling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_weights: Option<WeightScale>,
+    /// An int8 graph's activation scaling: `static` (calibrated ranges) or `dynamic` (per run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8_activations: Option<ActivationScale>,
     pub parameters: u64,
     pub file_bytes: u64,
     /// blake3 of the file, checked at load.
@@ -99,22 +112,29 @@ pub struct Manifest {
 }
 
 impl GraphEntry {
-    /// The name routing and responses use: `ensemble` or `student:<k>` (`None`: a student without an index).
+    /// The name routing and responses use: `ensemble` or `student:<k>`, with `:int8` for an int8 graph
+    /// (`None`: a student without an index).
     pub fn tier_label(&self) -> Option<String> {
-        match (self.kind, self.index) {
-            (GraphKind::Ensemble, _) => Some("ensemble".into()),
-            (GraphKind::Student, Some(k)) => Some(format!("student:{k}")),
-            (GraphKind::Student, None) => None,
-        }
+        let graph = match (self.kind, self.index) {
+            (GraphKind::Ensemble, _) => "ensemble".to_string(),
+            (GraphKind::Student, Some(k)) => format!("student:{k}"),
+            (GraphKind::Student, None) => return None,
+        };
+        Some(match self.precision {
+            Precision::Fp32 => graph,
+            p => format!("{graph}:{p}"),
+        })
     }
 }
 
 impl Manifest {
+    /// The fp32 student graphs.
     pub fn students(&self) -> impl Iterator<Item = &GraphEntry> {
-        self.graphs.iter().filter(|g| g.kind == GraphKind::Student)
+        self.graphs.iter().filter(|g| g.kind == GraphKind::Student && g.precision.is_fp32())
     }
+    /// The fp32 ensemble graph.
     pub fn ensemble(&self) -> Option<&GraphEntry> {
-        self.graphs.iter().find(|g| g.kind == GraphKind::Ensemble)
+        self.graphs.iter().find(|g| g.kind == GraphKind::Ensemble && g.precision.is_fp32())
     }
 }
 

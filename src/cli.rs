@@ -163,6 +163,8 @@ pub struct ExportArgs {
     pub run_dir: PathBuf,
     #[command(flatten)]
     pub target: ExportTarget,
+    #[command(flatten)]
+    pub location: DataLocation,
 }
 
 /// Where and under which name/version an artifact is written.
@@ -183,6 +185,19 @@ pub struct ExportTarget {
     /// Runs per batch size in the manifest's latency profile.
     #[arg(long, default_value_t = 200)]
     pub profile_runs: usize,
+    /// Write only the fp32 graphs (by default every graph also gets an int8 twin, scored at export).
+    #[arg(long)]
+    pub no_int8: bool,
+    /// Emit the ensemble graph with its MLP students' first dense layers fused into one MatMul.
+    #[arg(long)]
+    pub fuse_first_layers: bool,
+    /// How int8 weights are scaled: one scale per tensor, or one per output channel.
+    #[arg(long, value_enum, default_value = "per-tensor")]
+    pub int8_weights: ensemble_serve::onnx::WeightScale,
+    /// How int8 activations are scaled: fixed ranges calibrated on training rows (a row scores the same in any
+    /// batch), or each run's own range.
+    #[arg(long, value_enum, default_value = "static")]
+    pub int8_activations: ensemble_serve::onnx::ActivationScale,
 }
 
 #[derive(Debug, Args)]

@@ -8,11 +8,11 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use ort::environment::Environment;
 use serde::Serialize;
 
-use crate::artifact::{Artifact, ArtifactError, GraphEntry, Metric};
-use crate::data::encode::encode_file;
+use crate::artifact::{Artifact, ArtifactError, GraphEntry, InputSchema, Metric};
+use crate::data::encode::{encode_file, SplitStats};
 use crate::data::DataError;
 use crate::data::Split;
-use crate::features::DatasetSpec;
+use crate::features::{DatasetSpec, Encoder};
 use crate::metrics::{auc, gauc, logloss};
 use crate::runtime::GraphSession;
 
@@ -77,54 +77,25 @@ pub fn evaluate(
     spec: &DatasetSpec,
     opts: &EvalOptions,
 ) -> Result<EvalReport, EvalError> {
-    check_fields(spec, artifact)?;
+    check_fields(spec, &artifact.encoder)?;
     let m = &artifact.manifest;
-    let mut graphs = m
-        .graphs
+    let files: Vec<&str> = m.graphs.iter().map(|g| g.file.as_str()).collect();
+    let graphs = GraphSet { dir: &artifact.dir, files: &files, inputs: &m.inputs, encoder: &artifact.encoder };
+    let scored = score_split(env, &graphs, spec, opts)?;
+    let labels = &scored.labels;
+    let scores = scored
+        .probs
         .iter()
-        .map(|g| {
-            let path = artifact.dir.join(&g.file);
-            GraphSession::load(env, &path, &m.inputs, &artifact.encoder, opts.intra_threads)
-                .map(|s| GraphRun { session: s, probs: Vec::new(), seconds: 0.0 })
-                .map_err(|error| EvalError::Runtime { graph: g.file.clone(), error })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let width = artifact.encoder.width();
-    let group_slot = artifact.encoder.group_slot();
-    let (mut batch, mut labels, mut groups) = (Vec::with_capacity(opts.batch_rows * width), Vec::new(), Vec::new());
-    let mut failure = None;
-    let stats = encode_file(spec, &artifact.encoder, opts.part, opts.progress, |ids, label| {
-        batch.extend_from_slice(ids);
-        labels.push(label);
-        groups.extend(group_slot.map(|s| ids[s]));
-        if batch.len() >= opts.batch_rows * width {
-            score_batch(&mut graphs, &m.graphs, &mut batch, width, &mut failure)?;
-        }
-        Ok(())
-    });
-    // A graph's failure stopped the pass: report it, not the stop it caused.
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    let stats = stats?;
-    score_batch(&mut graphs, &m.graphs, &mut batch, width, &mut failure)?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    if labels.is_empty() {
-        return Err(EvalError::NoRows { split: opts.part.name().into() });
-    }
-    let scores = graphs
-        .iter()
+        .zip(&scored.seconds)
         .zip(&m.graphs)
-        .map(|(run, g)| GraphScore {
+        .map(|((probs, seconds), g)| GraphScore {
             graph: g.tier_label().unwrap_or_else(|| g.file.clone()),
             file: g.file.clone(),
-            auc: auc(&run.probs, &labels),
-            logloss: logloss(&run.probs, &labels),
-            gauc: group_slot.and_then(|_| gauc(&run.probs, &labels, &groups)),
+            auc: auc(probs, labels),
+            logloss: logloss(probs, labels),
+            gauc: scored.groups.as_ref().and_then(|groups| gauc(probs, labels, groups)),
             recorded: recorded(g, opts),
-            rows_per_second: labels.len() as f64 / run.seconds.max(1e-9),
+            rows_per_second: labels.len() as f64 / seconds.max(1e-9),
         })
         .collect();
     let file = opts.part.source(spec).map(|(p, _)| p.to_path_buf()).unwrap_or_default();
@@ -135,15 +106,85 @@ pub fn evaluate(
         split: opts.part.name().into(),
         file,
         rows: labels.len() as u64,
-        skipped_lines: stats.rejects.count,
-        first_skipped: stats.rejects.first.clone(),
-        label_mean: stats.label_mean(),
+        skipped_lines: scored.stats.rejects.count,
+        first_skipped: scored.stats.rejects.first.clone(),
+        label_mean: scored.stats.label_mean(),
         best_student: m.best_student,
         graphs: scores,
     })
 }
 
+/// Graph files in one directory that take the same inputs.
+pub struct GraphSet<'a> {
+    pub dir: &'a Path,
+    pub files: &'a [&'a str],
+    pub inputs: &'a InputSchema,
+    pub encoder: &'a Encoder,
+}
+
+/// Every graph's probabilities on one split, in row order, with the labels (and groups, when the encoder
+/// has a group field) and each graph's ONNX Runtime seconds.
+pub struct SplitScores {
+    pub labels: Vec<f32>,
+    pub groups: Option<Vec<u32>>,
+    pub probs: Vec<Vec<f32>>,
+    pub seconds: Vec<f64>,
+    pub stats: SplitStats,
+}
+
+/// Encodes `opts.part` of `spec` once and scores it in batches of `opts.batch_rows` with every graph.
+pub fn score_split(
+    env: &Environment,
+    set: &GraphSet<'_>,
+    spec: &DatasetSpec,
+    opts: &EvalOptions,
+) -> Result<SplitScores, EvalError> {
+    let mut graphs = set
+        .files
+        .iter()
+        .map(|file| {
+            GraphSession::load(env, &set.dir.join(file), set.inputs, set.encoder, opts.intra_threads)
+                .map(|s| GraphRun { file: file.to_string(), session: s, probs: Vec::new(), seconds: 0.0 })
+                .map_err(|error| EvalError::Runtime { graph: file.to_string(), error })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let width = set.encoder.width();
+    let group_slot = set.encoder.group_slot();
+    let (mut batch, mut labels, mut groups) = (Vec::with_capacity(opts.batch_rows * width), Vec::new(), Vec::new());
+    let mut failure = None;
+    let stats = encode_file(spec, set.encoder, opts.part, opts.progress, |ids, label| {
+        batch.extend_from_slice(ids);
+        labels.push(label);
+        groups.extend(group_slot.map(|s| ids[s]));
+        if batch.len() >= opts.batch_rows * width {
+            score_batch(&mut graphs, &mut batch, width, &mut failure)?;
+        }
+        Ok(())
+    });
+    // A graph's failure stopped the pass: report it, not the stop it caused.
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let stats = stats?;
+    score_batch(&mut graphs, &mut batch, width, &mut failure)?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if labels.is_empty() {
+        return Err(EvalError::NoRows { split: opts.part.name().into() });
+    }
+    let seconds = graphs.iter().map(|g| g.seconds).collect();
+    Ok(SplitScores {
+        labels,
+        groups: group_slot.map(|_| groups),
+        probs: graphs.into_iter().map(|g| g.probs).collect(),
+        seconds,
+        stats,
+    })
+}
+
 struct GraphRun {
+    file: String,
     session: GraphSession,
     probs: Vec<f32>,
     seconds: f64,
@@ -153,7 +194,6 @@ struct GraphRun {
 /// and stops the encoding pass.
 fn score_batch(
     graphs: &mut [GraphRun],
-    entries: &[GraphEntry],
     batch: &mut Vec<u32>,
     width: usize,
     failure: &mut Option<EvalError>,
@@ -161,13 +201,14 @@ fn score_batch(
     if batch.is_empty() {
         return Ok(());
     }
-    for (run, g) in graphs.iter_mut().zip(entries) {
+    for run in graphs.iter_mut() {
         let start = Instant::now();
         match run.session.run(batch, width, "probability") {
             Ok((p, _)) => run.probs.extend_from_slice(&p),
             Err(error) => {
-                *failure = Some(EvalError::Runtime { graph: g.file.clone(), error });
-                return Err(DataError::Spec { reason: format!("scoring with {} failed", g.file) });
+                let reason = format!("scoring with {} failed", run.file);
+                *failure = Some(EvalError::Runtime { graph: run.file.clone(), error });
+                return Err(DataError::Spec { reason });
             }
         }
         run.seconds += start.elapsed().as_secs_f64();
@@ -177,15 +218,15 @@ fn score_batch(
 }
 
 /// The encoder reads cell `i` as field `i`: the spec must list the encoder's fields, in its order.
-fn check_fields(spec: &DatasetSpec, artifact: &Artifact) -> Result<(), EvalError> {
+pub fn check_fields(spec: &DatasetSpec, encoder: &Encoder) -> Result<(), EvalError> {
     let mismatch = |reason: String| EvalError::Mismatch { spec: spec.name.clone(), reason };
-    let want: Vec<&str> = artifact.encoder.fields.iter().map(|f| f.spec.name.as_str()).collect();
+    let want: Vec<&str> = encoder.fields.iter().map(|f| f.spec.name.as_str()).collect();
     let have: Vec<&str> = spec.fields.iter().map(|f| f.name.as_str()).collect();
     if let Some(i) = (0..want.len().max(have.len())).find(|&i| want.get(i) != have.get(i)) {
         let at = |v: &[&str]| v.get(i).map_or("nothing".to_string(), |n| format!("'{n}'"));
         return Err(mismatch(format!("field {} is {} in the spec but {} in the model", i + 1, at(&have), at(&want))));
     }
-    for (f, e) in spec.fields.iter().zip(&artifact.encoder.fields) {
+    for (f, e) in spec.fields.iter().zip(&encoder.fields) {
         if f.kind != e.spec.kind {
             return Err(mismatch(format!("field '{}' has another kind in the spec than in the model", f.name)));
         }

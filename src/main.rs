@@ -38,7 +38,7 @@ fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Run(args) => run_server(args),
         Command::Train(args) => run_train(args),
-        Command::Export(args) => run_export(&args.run_dir, &args.target),
+        Command::Export(args) => run_export(&args.run_dir, &args.target, &args.location.data_dir),
         Command::Eval(args) => run_eval(args),
         Command::Data(cmd) => run_data(cmd),
         Command::Health(args) => {
@@ -225,19 +225,25 @@ fn run_train(args: cli::TrainArgs) -> Result<()> {
     print!("{}", train::report::markdown(&cfg, &outcome, &data));
     println!("\nrun written to {}", dir.display());
     if !args.no_export {
-        run_export(&dir, &args.target)?;
+        run_export(&dir, &args.target, &args.location.data_dir)?;
     }
     Ok(())
 }
 
 #[cfg(feature = "train")]
-fn run_export(run: &std::path::Path, target: &cli::ExportTarget) -> Result<()> {
+fn run_export(run: &std::path::Path, target: &cli::ExportTarget, data_dir: &std::path::Path) -> Result<()> {
+    use ensemble_serve::onnx::Precision;
     let opts = ensemble_serve::export::ExportOptions {
         models_dir: target.models_dir.clone(),
         name: target.model_name.clone(),
         version: target.model_version.clone(),
         ort_library: runtime::resolve_library(target.ort_lib.as_deref()),
         profile_runs: target.profile_runs,
+        precisions: if target.no_int8 { vec![Precision::Fp32] } else { vec![Precision::Fp32, Precision::Int8] },
+        data_dir: data_dir.to_path_buf(),
+        fuse_first_layers: target.fuse_first_layers,
+        int8_weights: target.int8_weights,
+        int8_activations: target.int8_activations,
     };
     let dir = ensemble_serve::export::export_run(run, &opts).with_context(|| format!("exporting {}", run.display()))?;
     println!("artifact written to {}", dir.display());
@@ -245,7 +251,7 @@ fn run_export(run: &std::path::Path, target: &cli::ExportTarget) -> Result<()> {
 }
 
 #[cfg(not(feature = "train"))]
-fn run_export(_: &std::path::Path, _: &cli::ExportTarget) -> Result<()> {
+fn run_export(_: &std::path::Path, _: &cli::ExportTarget, _: &std::path::Path) -> Result<()> {
     anyhow::bail!(
         "this binary was built without the `train` feature (no libtorch); build with default features to export"
     )

@@ -119,6 +119,16 @@ impl GraphSession {
 
     /// Runs `rows` encoded rows (row-major, `width` ids each); returns `output` as a flat row-major vector.
     pub fn run(&mut self, ids: &[u32], width: usize, output: &str) -> Result<(Vec<f32>, usize), ort::Error> {
+        Ok(self.run_outputs(ids, width, &[output])?.pop().expect("one output"))
+    }
+
+    /// Like [`GraphSession::run`], for several outputs at once.
+    pub fn run_outputs(
+        &mut self,
+        ids: &[u32],
+        width: usize,
+        names: &[&str],
+    ) -> Result<Vec<(Vec<f32>, usize)>, ort::Error> {
         let rows = ids.len() / width.max(1);
         let column = |start: usize, len: usize| {
             let mut v = Vec::with_capacity(rows * len);
@@ -133,8 +143,12 @@ impl GraphSession {
             inputs.push((name.clone(), ort::value::Tensor::from_array(column(*start, *len))?.into_dyn()));
         }
         let outputs = self.session.run(inputs)?;
-        let (shape, data) = outputs[output].try_extract_tensor::<f32>()?;
-        let cols = shape.get(1).copied().unwrap_or(1) as usize;
-        Ok((data.to_vec(), cols))
+        names
+            .iter()
+            .map(|name| {
+                let (shape, data) = outputs[*name].try_extract_tensor::<f32>()?;
+                Ok((data.to_vec(), shape.get(1).copied().unwrap_or(1) as usize))
+            })
+            .collect()
     }
 }

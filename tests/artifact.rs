@@ -40,7 +40,10 @@ fn edit_manifest(dir: &Path, f: impl FnOnce(&mut Value)) {
 #[test]
 fn the_shipped_model_loads() {
     let a = Artifact::load(&shipped()).unwrap();
-    assert_eq!(a.manifest.graphs.len(), 4);
+    let labels: Vec<String> = a.manifest.graphs.iter().map(|g| g.tier_label().unwrap()).collect();
+    let want = ["ensemble", "student:0", "student:1", "student:2"];
+    let int8 = want.iter().map(|l| format!("{l}:int8"));
+    assert_eq!(labels, want.iter().map(|l| l.to_string()).chain(int8).collect::<Vec<_>>());
     assert!(a.manifest.best_student < 3);
 }
 

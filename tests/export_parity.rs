@@ -1,15 +1,17 @@
 //! Export parity on real data: for each framework, a small model trained for one epoch on ml100k_ctr is
 //! exported; ONNX Runtime's outputs on the validation rows match tch's eval outputs (≤ 1e-5, AUC equal to
 //! 6 decimals), every student graph equals the ensemble graph's `student_probabilities` column, and the
-//! artifact passes `onnx.checker.check_model(full_check=True)` when Python's onnx is available.
+//! artifact passes `onnx.checker.check_model(full_check=True)` when Python's onnx is available. Each int8
+//! twin's manifest AUC is its own on these rows and stays within 0.002 of its fp32 graph's.
 #![cfg(feature = "train")]
 mod common;
 
 use ensemble_serve::artifact::{Artifact, GraphKind};
 use ensemble_serve::config::{DeviceChoice, DhenFusion, DhenModule, Framework, TrainConfig};
 use ensemble_serve::data::Dataset;
-use ensemble_serve::export::{export_run, ExportOptions};
+use ensemble_serve::export::{export_run, ExportOptions, SCORE_BATCH_ROWS};
 use ensemble_serve::metrics::auc;
+use ensemble_serve::onnx::Precision;
 use ensemble_serve::runtime::{resolve_library, GraphSession};
 use ensemble_serve::train;
 
@@ -23,6 +25,7 @@ fn small_config(framework: &str, students: &[&str]) -> TrainConfig {
         batch_size: 2048,
         max_epochs: 1,
         device: DeviceChoice::Cpu,
+        dataset: concat!(env!("CARGO_MANIFEST_DIR"), "/config/datasets/ml100k_ctr.toml").into(),
         ..TrainConfig::default()
     }
 }
@@ -45,6 +48,11 @@ fn check_with(cfg: TrainConfig) {
         version: Some("1".into()),
         ort_library: resolve_library(None),
         profile_runs: 3,
+        precisions: vec![Precision::Fp32, Precision::Int8],
+        data_dir: data_dir.clone(),
+        fuse_first_layers: false,
+        int8_weights: Default::default(),
+        int8_activations: Default::default(),
     };
     let dir = export_run(&run, &opts).unwrap();
     let art = Artifact::load(&dir).unwrap();
@@ -61,7 +69,7 @@ fn check_with(cfg: TrainConfig) {
     let (sp, k) = ens.run(ids, valid.width, "student_probabilities").unwrap();
     assert_eq!(k, students.len());
     assert_close(&p, &tch_ens[..rows], labels, &format!("{framework} ensemble"));
-    for g in art.manifest.graphs.iter().filter(|g| g.kind == GraphKind::Student) {
+    for g in art.manifest.students() {
         let s = g.index.unwrap();
         let column: Vec<f32> = (0..rows).map(|r| sp[r * k + s]).collect();
         // Concat trains only the fused head: its students' own heads keep their random init, so their
@@ -72,7 +80,42 @@ fn check_with(cfg: TrainConfig) {
         let worst = alone.iter().zip(&column).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(worst <= 1e-6, "{framework}: student_{s}.onnx differs from ensemble column by {worst}");
     }
+    for g in art.manifest.graphs.iter().filter(|g| !g.precision.is_fp32()) {
+        let twin = art.manifest.graphs.iter().find(|f| f.precision.is_fp32() && f.kind == g.kind && f.index == g.index);
+        // Activations are quantized per run, so a row's int8 score depends on its batch: score in the export's
+        // batches to reproduce its figure, and once whole to bound that dependence.
+        let (q, whole) = (
+            score_in_batches(&mut load(&g.file), ids, valid.width),
+            load(&g.file).run(ids, valid.width, "probability").unwrap().0,
+        );
+        let (f, _) = load(&twin.unwrap().file).run(ids, valid.width, "probability").unwrap();
+        let (aq, af) = (auc(&q, labels).unwrap(), auc(&f, labels).unwrap());
+        assert!((aq - g.valid.auc).abs() < 1e-9, "{}: manifest valid AUC {} is not its own {aq}", g.file, g.valid.auc);
+        let worst = max_diff(&q, &f);
+        let batching = max_diff(&q, &whole);
+        eprintln!(
+            "{framework} {}: AUC {aq:.6} vs fp32 {af:.6}, max |Δp| {worst:.2e}, by batching {batching:.2e}",
+            g.file
+        );
+        assert!(
+            worst < 0.05 && batching < 0.05,
+            "{framework} {}: int8 |Δp| up to {worst} (fp32), {batching} (batch)",
+            g.file
+        );
+        // Concat's students keep random heads (near-ties; see above): their AUC is noise.
+        let noisy = framework == Framework::Concat && g.kind == GraphKind::Student;
+        assert!(noisy || (aq - af).abs() < 0.002, "{framework} {}: int8 AUC {aq} vs fp32 {af}", g.file);
+    }
     onnx_checker(&dir);
+}
+
+/// `probability` over `ids` in the batches `serve export` scores with.
+fn score_in_batches(session: &mut GraphSession, ids: &[u32], width: usize) -> Vec<f32> {
+    ids.chunks(SCORE_BATCH_ROWS * width).flat_map(|c| session.run(c, width, "probability").unwrap().0).collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
 }
 
 fn assert_close(ort: &[f32], tch: &[f32], labels: &[f32], what: &str) {
@@ -206,5 +249,55 @@ fn export_names_a_field_missing_from_the_summary() {
         let want = format!("{}: missing field `{field}`", summary_path.display());
         assert!(stderr.contains(&want), "{field}: {stderr}");
         assert!(!models.join("run").exists(), "{field}: an artifact was written");
+    }
+}
+
+/// The ensemble graph with its students' first dense layers fused into one MatMul gives the unfused graph's
+/// outputs, both `probability` and `student_probabilities`, within 1e-6 on every validation row.
+#[test]
+fn fused_first_layers_match_the_unfused_graph() {
+    let data_dir = require_data!();
+    let spec = common::spec("ml100k_ctr", &data_dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Dataset::open(&spec, &tmp.path().join("cache"), false).unwrap();
+    let cfg = small_config("kdef", &["mlp", "mlp", "mlp"]);
+    let out = train::train(&cfg, &data, false, |_| {}).unwrap();
+    let run = train::report::write_run(&tmp.path().join("run"), &cfg, &out, &data).unwrap();
+    let export = |version: &str, fuse_first_layers: bool| {
+        let opts = ExportOptions {
+            models_dir: tmp.path().join("models"),
+            name: Some("m".into()),
+            version: Some(version.into()),
+            ort_library: resolve_library(None),
+            profile_runs: 1,
+            precisions: vec![Precision::Fp32],
+            data_dir: data_dir.clone(),
+            fuse_first_layers,
+            int8_weights: Default::default(),
+            int8_activations: Default::default(),
+        };
+        export_run(&run, &opts).unwrap()
+    };
+    let (plain, fused) = (export("plain", false), export("fused", true));
+    let ops = |dir: &std::path::Path| {
+        use prost::Message;
+        let bytes = std::fs::read(dir.join("ensemble.onnx")).unwrap();
+        let model = ensemble_serve::onnx::proto::ModelProto::decode(bytes.as_slice()).unwrap();
+        model.graph.unwrap().node.iter().filter(|n| n.op_type.as_deref() == Some("Gemm")).count()
+    };
+    assert_eq!((ops(&plain), ops(&fused)), (9, 7), "3 students × (2 hidden + head) Gemms; fused: one first layer");
+    let art = Artifact::load(&plain).unwrap();
+    let env = common::ort_env();
+    let valid = data.valid.as_ref().unwrap();
+    let ids = &valid.ids()[..valid.rows * valid.width];
+    for output in ["probability", "student_probabilities"] {
+        let score = |dir: &std::path::Path| {
+            let mut s = GraphSession::load(env, &dir.join("ensemble.onnx"), &art.manifest.inputs, &art.encoder, 1);
+            s.as_mut().unwrap().run(ids, valid.width, output).unwrap().0
+        };
+        let (a, b) = (score(&plain), score(&fused));
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        eprintln!("fused vs unfused {output}: max |Δ| {worst:.2e} over {} rows", valid.rows);
+        assert!(worst <= 1e-6, "fused ensemble {output} differs by {worst}");
     }
 }

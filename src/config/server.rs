@@ -40,7 +40,8 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Latency budget of a request that names none (ms).
     pub default_budget_ms: f64,
-    /// Tiers to load and route between ("ensemble", "student:<k>"); empty = the ensemble and every student.
+    /// Tiers to load and route between ("ensemble", "student" (the best), "student:<k>", each optionally
+    /// ":int8"); empty = every graph of the model.
     pub tiers: Vec<String>,
     /// A missing field encodes as its OOV id instead of a 422.
     pub missing_as_oov: bool,

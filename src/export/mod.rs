@@ -1,15 +1,25 @@
 //! `serve export`: a finished run → `models/<name>/<version>/` with the full ensemble graph, every student
-//! alone, the encoder and a manifest (metrics, best student, latency profile), written atomically.
+//! alone, their int8 twins (scored on the run's valid and test splits), the encoder and a manifest (metrics,
+//! best student, latency profile), written atomically.
+pub mod calibrate;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tch::{nn, Device};
 
-use crate::artifact::{self, GraphEntry, GraphKind, LatencyPoint, Manifest, Metric};
+use ort::environment::Environment;
+
+use crate::artifact::{self, GraphEntry, GraphKind, LatencyPoint, Manifest, Metric, PROFILE_BATCHES};
 use crate::config::{InvalidKey, TrainConfig};
-use crate::features::Encoder;
+use crate::data::Split;
+use crate::eval::{check_fields, score_split, EvalError, EvalOptions, GraphSet};
+use crate::features::{DatasetSpec, Encoder};
+use crate::metrics::{auc, logloss};
+use crate::model::ensemble::GraphOptions;
 use crate::model::{Ensemble, FieldLayout};
 use crate::onnx::builder::to_bytes;
+use crate::onnx::{ActivationScale, GraphBuilder, Precision, WeightScale};
 use crate::run_summary::{RunSummary, SummaryError};
 use crate::runtime::{self, GraphSession};
 
@@ -26,11 +36,16 @@ pub enum ExportError {
     #[error("ONNX Runtime: {0}")]
     Ort(#[from] ort::Error),
     #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error(transparent)]
+    Calibration(#[from] calibrate::CalibrationError),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
-/// Batch sizes of the manifest's latency profile.
-pub const PROFILE_BATCHES: [usize; 4] = [1, 8, 64, 256];
+/// Rows per ONNX Runtime run when int8 graphs are scored at export (their activations are quantized per run,
+/// so a row's int8 score depends slightly on its batch; tests/export_parity.rs bounds that).
+pub const SCORE_BATCH_ROWS: usize = 4096;
 
 pub struct ExportOptions {
     pub models_dir: PathBuf,
@@ -41,6 +56,16 @@ pub struct ExportOptions {
     pub ort_library: PathBuf,
     /// Latency-profile repetitions per batch size.
     pub profile_runs: usize,
+    /// Graph precisions to write: fp32 always, int8 twins by default.
+    pub precisions: Vec<Precision>,
+    /// Root of the dataset spec's relative paths (int8 graphs are scored on the run's splits).
+    pub data_dir: PathBuf,
+    /// Emit the ensemble graph with its students' first dense layers fused into one MatMul.
+    pub fuse_first_layers: bool,
+    /// How int8 weights are scaled.
+    pub int8_weights: WeightScale,
+    /// How int8 activations are scaled (static: calibrated on training rows).
+    pub int8_activations: ActivationScale,
 }
 
 /// A run directory reloaded: its config, encoder, summary and the trained ensemble.
@@ -85,51 +110,13 @@ pub fn export_run(run: &Path, opts: &ExportOptions) -> Result<PathBuf, ExportErr
         .save(&tmp.path().join("encoder.json"))
         .map_err(|e| ExportError::Run { path: tmp.path().into(), reason: e.to_string() })?;
     let mut graphs = Vec::new();
-    let k = loaded.ensemble.students.len();
-    for g in 0..=k {
-        let (file, builder, kind, index, model_type) = if g == k {
-            (
-                "ensemble.onnx".to_string(),
-                loaded.ensemble.emit_ensemble(&name),
-                GraphKind::Ensemble,
-                None,
-                loaded.cfg.framework.to_string(),
-            )
-        } else {
-            (
-                format!("student_{g}.onnx"),
-                loaded.ensemble.emit_student(g, &format!("{name}_student_{g}")),
-                GraphKind::Student,
-                Some(g),
-                loaded.cfg.students[g].to_string(),
-            )
-        };
-        let model = builder.finish();
-        let parameters = model
-            .graph
-            .as_ref()
-            .map_or(0, |gr| gr.initializer.iter().map(|t| t.dims.iter().product::<i64>().max(1) as u64).sum());
-        let bytes = to_bytes(&model);
-        let path = tmp.path().join(&file);
-        std::fs::write(&path, &bytes)?;
-        let mut session = GraphSession::load(env, &path, &schema, &loaded.encoder, 1)?;
-        let latency = profile(&mut session, &loaded.encoder, opts.profile_runs)?;
-        let summary = &loaded.summary;
-        let metric = |split| Metric::from(summary.scores(split, index));
-        graphs.push(GraphEntry {
-            file,
-            kind,
-            index,
-            model_type,
-            parameters,
-            file_bytes: bytes.len() as u64,
-            blake3: blake3::hash(&bytes).to_hex().to_string(),
-            valid: metric(&summary.valid),
-            test: summary.test.as_ref().map(metric),
-            latency,
-        });
+    for &precision in &opts.precisions {
+        for (kind, index) in graph_list(loaded.ensemble.students.len()) {
+            let spec = GraphSpec { kind, index, precision };
+            graphs.push(write_graph(&loaded, &name, tmp.path(), spec, env, opts)?);
+        }
     }
-    graphs.rotate_right(1); // the ensemble first
+    score_at_export(env, &loaded, tmp.path(), &mut graphs, opts)?;
     let manifest = Manifest {
         format: artifact::MANIFEST_FORMAT.into(),
         format_version: artifact::MANIFEST_VERSION,
@@ -153,6 +140,141 @@ pub fn export_run(run: &Path, opts: &ExportOptions) -> Result<PathBuf, ExportErr
         .map_err(|e| ExportError::Run { path: tmp.path().into(), reason: e.to_string() })?;
     std::fs::rename(tmp.keep(), &target)?;
     Ok(target)
+}
+
+/// The ensemble first, then each student.
+fn graph_list(students: usize) -> impl Iterator<Item = (GraphKind, Option<usize>)> {
+    std::iter::once((GraphKind::Ensemble, None)).chain((0..students).map(|k| (GraphKind::Student, Some(k))))
+}
+
+/// `ensemble.onnx`, `student_<k>.onnx`; `.int8.onnx` for int8 graphs.
+fn graph_file(kind: GraphKind, index: Option<usize>, precision: Precision) -> String {
+    let stem = match (kind, index) {
+        (GraphKind::Student, Some(k)) => format!("student_{k}"),
+        _ => "ensemble".to_string(),
+    };
+    match precision {
+        Precision::Fp32 => format!("{stem}.onnx"),
+        p => format!("{stem}.{p}.onnx"),
+    }
+}
+
+/// Graph `index` (the ensemble for `None`) as `opts` asks, and its model type.
+fn emit(loaded: &LoadedRun, name: &str, index: Option<usize>, opts: &GraphOptions) -> (GraphBuilder, String) {
+    match index {
+        None => (loaded.ensemble.emit_ensemble(name, opts), loaded.cfg.framework.to_string()),
+        Some(k) => {
+            let student = loaded.ensemble.emit_student(k, &format!("{name}_student_{k}"), opts);
+            (student, loaded.cfg.students[k].to_string())
+        }
+    }
+}
+
+/// Which graph to write.
+#[derive(Debug, Clone, Copy)]
+struct GraphSpec {
+    kind: GraphKind,
+    index: Option<usize>,
+    precision: Precision,
+}
+
+/// Emits one graph into `dir` (calibrating it first when int8 activations are static), profiles it and
+/// records it; fp32 graphs take the training run's metrics (int8 ones are scored by [`score_at_export`]).
+fn write_graph(
+    loaded: &LoadedRun,
+    name: &str,
+    dir: &Path,
+    spec: GraphSpec,
+    env: &Environment,
+    opts: &ExportOptions,
+) -> Result<GraphEntry, ExportError> {
+    let GraphSpec { kind, index, precision } = spec;
+    let int8 = precision == Precision::Int8;
+    let mut graph = GraphOptions {
+        precision,
+        weight_scale: opts.int8_weights,
+        activation_ranges: None,
+        fuse_first_layers: opts.fuse_first_layers && index.is_none(),
+    };
+    if int8 && opts.int8_activations == ActivationScale::Static {
+        let data = dataset_spec(loaded, opts)?;
+        let fp32 = GraphOptions { precision: Precision::Fp32, ..graph.clone() };
+        let (builder, _) = emit(loaded, "calibration", index, &fp32);
+        graph.activation_ranges = Some(calibrate::calibrate(env, builder, &loaded.encoder, &data, dir)?);
+    }
+    let (builder, model_type) = emit(loaded, name, index, &graph);
+    let model = builder.finish();
+    let parameters = model
+        .graph
+        .as_ref()
+        .map_or(0, |gr| gr.initializer.iter().map(|t| t.dims.iter().product::<i64>().max(1) as u64).sum());
+    let bytes = to_bytes(&model);
+    let file = graph_file(kind, index, precision);
+    let path = dir.join(&file);
+    std::fs::write(&path, &bytes)?;
+    let schema = artifact::input_schema(&loaded.encoder);
+    let mut session = GraphSession::load(env, &path, &schema, &loaded.encoder, 1)?;
+    let latency = profile(&mut session, &loaded.encoder, opts.profile_runs)?;
+    let summary = &loaded.summary;
+    let metric = |split| Metric::from(summary.scores(split, index));
+    Ok(GraphEntry {
+        file,
+        kind,
+        index,
+        model_type,
+        precision,
+        int8_weights: int8.then_some(opts.int8_weights),
+        int8_activations: int8.then_some(opts.int8_activations),
+        parameters,
+        file_bytes: bytes.len() as u64,
+        blake3: blake3::hash(&bytes).to_hex().to_string(),
+        valid: metric(&summary.valid),
+        test: summary.test.as_ref().map(metric),
+        latency,
+    })
+}
+
+/// Scores every non-fp32 graph through ONNX Runtime on the run's valid and test splits and records its own
+/// AUC and logloss (fp32 graphs keep the training run's, which `serve eval` reproduces to 1e-6).
+fn score_at_export(
+    env: &Environment,
+    loaded: &LoadedRun,
+    dir: &Path,
+    graphs: &mut [GraphEntry],
+    opts: &ExportOptions,
+) -> Result<(), ExportError> {
+    let picked: Vec<usize> = (0..graphs.len()).filter(|&i| !graphs[i].precision.is_fp32()).collect();
+    if picked.is_empty() {
+        return Ok(());
+    }
+    let spec = dataset_spec(loaded, opts)?;
+    let files: Vec<&str> = picked.iter().map(|&i| graphs[i].file.as_str()).collect();
+    let schema = artifact::input_schema(&loaded.encoder);
+    let set = GraphSet { dir, files: &files, inputs: &schema, encoder: &loaded.encoder };
+    let mut splits = vec![Split::Valid];
+    splits.extend(loaded.summary.test.as_ref().map(|_| Split::Test));
+    let mut metrics = Vec::new();
+    for part in splits {
+        let eval_opts =
+            EvalOptions { part, batch_rows: SCORE_BATCH_ROWS, intra_threads: 0, progress: true, other_file: false };
+        let scored = score_split(env, &set, &spec, &eval_opts)?;
+        let of =
+            |p: &Vec<f32>| Metric { auc: auc(p, &scored.labels).unwrap_or(0.5), logloss: logloss(p, &scored.labels) };
+        metrics.push(scored.probs.iter().map(of).collect::<Vec<_>>());
+    }
+    for (j, &i) in picked.iter().enumerate() {
+        graphs[i].valid = metrics[0][j].clone();
+        graphs[i].test = metrics.get(1).map(|m| m[j].clone());
+    }
+    Ok(())
+}
+
+/// The run's dataset spec, checked against its encoder.
+fn dataset_spec(loaded: &LoadedRun, opts: &ExportOptions) -> Result<DatasetSpec, ExportError> {
+    let spec = DatasetSpec::load(&loaded.cfg.dataset, &opts.data_dir)
+        .map_err(|e| ExportError::Run { path: loaded.cfg.dataset.clone(), reason: e.to_string() })?;
+    check_fields(&spec, &loaded.encoder)?;
+    Ok(spec)
 }
 
 /// Median and p99 of `runs` in-process runs at each profile batch size (rows of id 1: every field's most

@@ -13,7 +13,7 @@ use super::layers::{linear, Dense, Head, Mlp};
 use super::student::{Student, StudentConfig};
 use crate::config::{DhenFusion, DhenModule, InvalidKey};
 use crate::onnx::builder::{attr_float, attr_int, attr_ints};
-use crate::onnx::GraphBuilder;
+use crate::onnx::{GraphBuilder, InputRank};
 
 const LN_EPS: f64 = 1e-5;
 
@@ -198,19 +198,9 @@ impl Module {
     }
 }
 
-/// A dense layer applied to the last axis of a B × m × k tensor (MatMul + Add; Gemm is 2-D only).
+/// A dense layer applied to the last axis of a B × m × k tensor.
 fn dense3(g: &mut GraphBuilder, layer: &Dense, x: &str) -> String {
-    let (w, b) = layer.folded();
-    let (out, inp) = (w.size()[0], w.size()[1]);
-    let wt = g.initializer_f32("wt", &[inp, out], &to_vec(&w.tr()));
-    let bn = g.initializer_f32("b", &[out], &to_vec(&b));
-    let y = g.op("MatMul", &[x, &wt], vec![]);
-    let y = g.op("Add", &[&y, &bn], vec![]);
-    if layer.relu {
-        g.op("Relu", &[&y], vec![])
-    } else {
-        y
-    }
+    layer.emit_ranked(g, x, InputRank::Any)
 }
 
 fn reshape(g: &mut GraphBuilder, x: &str, m: i64, d: i64) -> String {

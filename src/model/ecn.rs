@@ -10,7 +10,7 @@ use super::layers::{Dense, Head};
 use super::student::{Student, StudentConfig};
 use crate::config::InvalidKey;
 use crate::onnx::builder::{attr_float, attr_int};
-use crate::onnx::GraphBuilder;
+use crate::onnx::{DenseWeights, GraphBuilder, InputRank};
 
 /// Layer-norm and batch-norm epsilon (PyTorch defaults).
 const NORM_EPS: f64 = 1e-5;
@@ -124,12 +124,9 @@ impl Student for EcnStudent {
         let mut x = g.op("Flatten", &[emb], vec![attr_int("axis", 1)]);
         for l in &self.layers {
             let (w, shift) = l.folded();
-            let wt = g.initializer_f32("ecn_wt", &[self.width, self.width / 2], &to_vec(&w.tr()));
-            let mut h = g.op("MatMul", &[&x, &wt], vec![]);
-            if let Some(c) = shift {
-                let c = g.initializer_f32("ecn_bn_shift", &[self.width / 2], &to_vec(&c));
-                h = g.op("Add", &[&h, &c], vec![]);
-            }
+            let (weight, shift) = (to_vec(&w), shift.as_ref().map(to_vec));
+            let dense = DenseWeights { weight: &weight, bias: shift.as_deref(), out: self.width / 2, inp: self.width };
+            let h = g.dense(&x, &dense, InputRank::Any);
             let scale = g.initializer_f32("ln_scale", &[self.width / 2], &to_vec(l.ln.ws.as_ref().expect("affine")));
             let bias = g.initializer_f32("ln_bias", &[self.width / 2], &to_vec(l.ln.bs.as_ref().expect("affine")));
             let ln = g.op(

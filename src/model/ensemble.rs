@@ -9,11 +9,23 @@ use super::student::{Student, StudentConfig};
 use crate::config::{Framework, InvalidKey, StudentKind, TrainConfig};
 use crate::onnx::builder::attr_int;
 use crate::onnx::proto::tensor_proto::DataType;
-use crate::onnx::{Dim, GraphBuilder};
+use crate::onnx::{Dim, GraphBuilder, Precision, Range, WeightScale};
 
 /// The ensemble's logit is a fused representation through a head (not a mean/sum of student logits).
 fn fuses_representations(framework: Framework) -> bool {
     matches!(framework, Framework::Concat | Framework::Cetnet)
+}
+
+/// How a graph is emitted.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GraphOptions {
+    pub precision: Precision,
+    /// How int8 weights are scaled.
+    pub weight_scale: WeightScale,
+    /// Int8 only: calibrated input ranges of the dense layers in emission order (`None`: dynamic).
+    pub activation_ranges: Option<Vec<Range>>,
+    /// Run the students' first dense layers over the shared embeddings as one MatMul (ensemble graph only).
+    pub fuse_first_layers: bool,
 }
 
 /// One forward pass: every student's logit and the ensemble's.
@@ -120,13 +132,20 @@ impl Ensemble {
     }
 
     /// The whole ensemble as one graph: outputs `probability` [B,1] and `student_probabilities` [B,K].
-    pub fn emit_ensemble(&self, name: &str) -> GraphBuilder {
-        let mut g = self.graph_with_inputs(name);
+    pub fn emit_ensemble(&self, name: &str, opts: &GraphOptions) -> GraphBuilder {
+        let mut g = self.graph_with_inputs(name, opts);
         let (mut logits, mut hiddens) = (Vec::new(), Vec::new());
         let shared = (self.embeddings.len() == 1).then(|| self.embeddings[0].emit(&mut g, "emb"));
+        let firsts = match (&shared, opts.fuse_first_layers) {
+            (Some(emb), true) => super::fused::first_layers(&mut g, emb, &self.students),
+            _ => vec![None; self.students.len()],
+        };
         for (k, s) in self.students.iter().enumerate() {
             let emb = shared.clone().unwrap_or_else(|| self.embedding_of(k).emit(&mut g, &format!("emb{k}")));
-            let h = s.emit_hidden(&mut g, &emb);
+            let h = match (&firsts[k], s.flat_mlp()) {
+                (Some(first), Some(mlp)) => mlp.emit_from(&mut g, first, 1),
+                _ => s.emit_hidden(&mut g, &emb),
+            };
             logits.push(s.head().emit(&mut g, &h));
             hiddens.push(h);
         }
@@ -152,8 +171,8 @@ impl Ensemble {
     }
 
     /// Student `k` alone, with its own embedding lookups: output `probability` [B,1].
-    pub fn emit_student(&self, k: usize, name: &str) -> GraphBuilder {
-        let mut g = self.graph_with_inputs(name);
+    pub fn emit_student(&self, k: usize, name: &str, opts: &GraphOptions) -> GraphBuilder {
+        let mut g = self.graph_with_inputs(name, opts);
         let emb = self.embedding_of(k).emit(&mut g, "emb");
         let logit = self.students[k].emit_logit(&mut g, &emb);
         g.op_into("Sigmoid", &[&logit], "probability", vec![]);
@@ -161,9 +180,13 @@ impl Ensemble {
         g
     }
 
-    fn graph_with_inputs(&self, name: &str) -> GraphBuilder {
+    fn graph_with_inputs(&self, name: &str, opts: &GraphOptions) -> GraphBuilder {
         let layout = &self.embeddings[0].layout;
-        let mut g = GraphBuilder::new(name);
+        let mut g = GraphBuilder::with_precision(name, opts.precision);
+        g.set_weight_scale(opts.weight_scale);
+        if let Some(ranges) = &opts.activation_ranges {
+            g.set_activation_ranges(ranges.clone());
+        }
         g.input("field_ids", DataType::Int64, &[Dim::Batch, Dim::Fixed(layout.scalar_offsets.len() as i64)]);
         for (seq, _, len, _) in &layout.sequences {
             g.input(&format!("seq_{seq}"), DataType::Int64, &[Dim::Batch, Dim::Fixed(*len)]);

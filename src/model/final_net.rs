@@ -8,7 +8,7 @@ use super::layers::{linear, Dense, Head};
 use super::student::{Student, StudentConfig};
 use crate::config::InvalidKey;
 use crate::onnx::builder::{attr_int, attr_ints};
-use crate::onnx::GraphBuilder;
+use crate::onnx::{DenseWeights, GraphBuilder, InputRank};
 
 /// PyTorch's batch-norm epsilon.
 const BN_EPS: f64 = 1e-5;
@@ -36,9 +36,8 @@ impl FinalBlock {
 
     fn emit(&self, g: &mut GraphBuilder, x: &str) -> String {
         let (out, inp) = (self.linear.ws.size()[0], self.linear.ws.size()[1]);
-        let w = g.initializer_f32("final_w", &[out, inp], &to_vec(&self.linear.ws));
-        let b = g.initializer_f32("final_b", &[out], &to_vec(self.linear.bs.as_ref().expect("bias")));
-        let z = g.op("Gemm", &[x, &w, &b], vec![attr_int("transB", 1)]);
+        let (weight, bias) = (to_vec(&self.linear.ws), to_vec(self.linear.bs.as_ref().expect("bias")));
+        let z = g.dense(x, &DenseWeights { weight: &weight, bias: Some(&bias), out, inp }, InputRank::Two);
         let split = g.initializer_i64("halves", &[2], &[out / 2, out / 2]);
         let (h2, h1) = (g.fresh("h2"), g.fresh("h1"));
         g.op_multi("Split", &[&z, &split], &[&h2, &h1], vec![attr_int("axis", 1)]);

@@ -1,10 +1,10 @@
 //! Dense layers: each holds its tch forward pass and its ONNX emission side by side.
-//! Eval-mode emission folds batch norm into the preceding linear layer and drops dropout.
+//! Eval-mode emission folds batch norm into the preceding linear layer and drops dropout; the builder's
+//! precision picks fp32 or int8 weights.
 use tch::{nn, nn::ModuleT, Tensor};
 
 use super::embedding::to_vec;
-use crate::onnx::builder::attr_int;
-use crate::onnx::GraphBuilder;
+use crate::onnx::{DenseWeights, GraphBuilder, InputRank};
 
 /// Xavier-normal weights, zero bias (FuxiCTR's initialisation).
 pub fn linear(vs: nn::Path, inp: i64, out: i64) -> nn::Linear {
@@ -66,11 +66,15 @@ impl Dense {
 
     /// `input` [B, in] → [B, out].
     pub fn emit(&self, g: &mut GraphBuilder, input: &str) -> String {
+        self.emit_ranked(g, input, InputRank::Two)
+    }
+
+    /// `input` [B, …, in] → [B, …, out] (Gemm for rank 2, MatMul + Add past it).
+    pub fn emit_ranked(&self, g: &mut GraphBuilder, input: &str, rank: InputRank) -> String {
         let (w, b) = self.folded();
-        let (out, inp) = (w.size()[0], w.size()[1]);
-        let wn = g.initializer_f32("w", &[out, inp], &to_vec(&w));
-        let bn = g.initializer_f32("b", &[out], &to_vec(&b));
-        let y = g.op("Gemm", &[input, &wn, &bn], vec![attr_int("transB", 1)]);
+        let (weight, bias) = (to_vec(&w), to_vec(&b));
+        let dense = DenseWeights { weight: &weight, bias: Some(&bias), out: w.size()[0], inp: w.size()[1] };
+        let y = g.dense(input, &dense, rank);
         if self.relu {
             g.op("Relu", &[&y], vec![])
         } else {
@@ -104,7 +108,11 @@ impl Mlp {
         self.layers.iter().fold(xs.shallow_clone(), |h, l| l.forward(&h, train))
     }
     pub fn emit(&self, g: &mut GraphBuilder, input: &str) -> String {
-        self.layers.iter().fold(input.to_string(), |h, l| l.emit(g, &h))
+        self.emit_from(g, input, 0)
+    }
+    /// Layers `start..` from `input`, the output of layer `start - 1` (computed elsewhere, e.g. fused).
+    pub fn emit_from(&self, g: &mut GraphBuilder, input: &str, start: usize) -> String {
+        self.layers[start..].iter().fold(input.to_string(), |h, l| l.emit(g, &h))
     }
     pub fn weights(&self) -> Vec<Tensor> {
         self.layers.iter().map(Dense::weight).collect()

@@ -36,6 +36,9 @@ impl Student for MlpStudent {
         let flat = g.op("Flatten", &[emb], vec![attr_int("axis", 1)]);
         self.mlp.emit(g, &flat)
     }
+    fn flat_mlp(&self) -> Option<&Mlp> {
+        Some(&self.mlp)
+    }
     fn linear_weights(&self) -> Vec<Tensor> {
         let mut w = self.mlp.weights();
         w.push(self.head.0.weight());

@@ -7,6 +7,7 @@ pub mod ecn;
 pub mod embedding;
 pub mod ensemble;
 pub mod final_net;
+pub mod fused;
 pub mod layers;
 pub mod mlp;
 pub mod pnn;

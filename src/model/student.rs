@@ -34,6 +34,11 @@ pub trait Student {
     fn emit_hidden(&self, g: &mut GraphBuilder, emb: &str) -> String;
     /// Weight matrices of its linear layers (for knowledge abundance).
     fn linear_weights(&self) -> Vec<Tensor>;
+    /// The MLP over the flattened embeddings that is this student's whole representation, if it is one
+    /// (the ensemble graph can then fuse its first layer with other students').
+    fn flat_mlp(&self) -> Option<&layers::Mlp> {
+        None
+    }
 
     fn logit(&self, emb: &Tensor, train: bool) -> Tensor {
         self.head().forward(&self.hidden(emb, train), train)

@@ -6,6 +6,7 @@ use super::proto::{
     tensor_shape_proto::Dimension, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
+use super::quant::{Precision, Range, WeightScale};
 use super::{IR_VERSION, OPSET};
 
 /// One dimension of a graph input or output.
@@ -21,11 +22,67 @@ pub enum Dim {
 pub struct GraphBuilder {
     graph: GraphProto,
     next_id: usize,
+    /// How dense layers are emitted (see [`GraphBuilder::dense`]).
+    precision: Precision,
+    weight_scale: WeightScale,
+    /// Calibrated input ranges of the int8 dense layers, in emission order (none: dynamic activations).
+    ranges: Option<std::collections::VecDeque<Range>>,
+    /// Every dense layer's input, in emission order.
+    dense_inputs: Vec<String>,
+    /// Non-default operator domains used (each gets an opset import, version 1).
+    domains: Vec<String>,
 }
 
 impl GraphBuilder {
     pub fn new(name: &str) -> Self {
-        Self { graph: GraphProto { name: Some(name.to_string()), ..Default::default() }, next_id: 0 }
+        Self::with_precision(name, Precision::Fp32)
+    }
+
+    pub fn with_precision(name: &str, precision: Precision) -> Self {
+        let graph = GraphProto { name: Some(name.to_string()), ..Default::default() };
+        Self {
+            graph,
+            next_id: 0,
+            precision,
+            weight_scale: WeightScale::default(),
+            ranges: None,
+            dense_inputs: Vec::new(),
+            domains: Vec::new(),
+        }
+    }
+
+    /// Static int8 activations: the dense layers' input ranges, in the order they will be emitted.
+    pub fn set_activation_ranges(&mut self, ranges: Vec<Range>) {
+        self.ranges = Some(ranges.into());
+    }
+
+    /// The next dense layer's calibrated range (`None`: dynamic). Panics when the calibration had fewer
+    /// layers than this emission: both come from the same model, so that is a bug.
+    pub(super) fn next_range(&mut self) -> Option<Range> {
+        let ranges = self.ranges.as_mut()?;
+        Some(ranges.pop_front().expect("one calibrated range per dense layer"))
+    }
+
+    pub(super) fn record_dense_input(&mut self, x: &str) {
+        self.dense_inputs.push(x.to_string());
+    }
+
+    /// The dense layers' inputs emitted so far, in order.
+    pub fn dense_inputs(&self) -> &[String] {
+        &self.dense_inputs
+    }
+
+    /// How int8 weights are scaled (int8 precision only).
+    pub fn set_weight_scale(&mut self, scale: WeightScale) {
+        self.weight_scale = scale;
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    pub fn weight_scale(&self) -> WeightScale {
+        self.weight_scale
     }
 
     /// A fresh value name that starts with `hint`.
@@ -42,28 +99,34 @@ impl GraphBuilder {
         self.graph.output.push(value_info(name, elem, dims));
     }
 
+    /// Exposes an intermediate value as an extra output of unknown shape (calibration reads it).
+    pub fn expose(&mut self, name: &str, elem: DataType) {
+        let mut info = value_info(name, elem, &[]);
+        if let Some(type_proto::Value::TensorType(t)) = info.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+            t.shape = None;
+        }
+        self.graph.output.push(info);
+    }
+
     /// A float32 constant tensor; returns its value name.
     pub fn initializer_f32(&mut self, hint: &str, shape: &[i64], data: &[f32]) -> String {
         debug_assert_eq!(shape.iter().product::<i64>() as usize, data.len());
-        let name = self.fresh(hint);
-        self.graph.initializer.push(TensorProto {
-            name: Some(name.clone()),
-            dims: shape.to_vec(),
-            data_type: Some(DataType::Float as i32),
-            raw_data: Some(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
-            ..Default::default()
-        });
-        name
+        self.initializer_raw(hint, DataType::Float, shape, data.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
     /// An int64 constant tensor (shapes, axes, indices); returns its value name.
     pub fn initializer_i64(&mut self, hint: &str, shape: &[i64], data: &[i64]) -> String {
+        self.initializer_raw(hint, DataType::Int64, shape, data.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+
+    /// A constant tensor of `elem` from its little-endian bytes; returns its value name.
+    pub fn initializer_raw(&mut self, hint: &str, elem: DataType, shape: &[i64], raw: Vec<u8>) -> String {
         let name = self.fresh(hint);
         self.graph.initializer.push(TensorProto {
             name: Some(name.clone()),
             dims: shape.to_vec(),
-            data_type: Some(DataType::Int64 as i32),
-            raw_data: Some(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            data_type: Some(elem as i32),
+            raw_data: Some(raw),
             ..Default::default()
         });
         name
@@ -73,6 +136,18 @@ impl GraphBuilder {
     pub fn op(&mut self, op: &str, inputs: &[&str], attributes: Vec<AttributeProto>) -> String {
         let out = self.fresh(&op.to_ascii_lowercase());
         self.op_into(op, inputs, &out, attributes);
+        out
+    }
+
+    /// Adds `domain`'s `op(inputs)` (an empty input name skips an optional input); returns its output.
+    pub fn op_in(&mut self, domain: &str, op: &str, inputs: &[&str], attributes: Vec<AttributeProto>) -> String {
+        let out = self.op(op, inputs, attributes);
+        if let Some(node) = self.graph.node.last_mut() {
+            node.domain = Some(domain.to_string());
+        }
+        if !self.domains.iter().any(|d| d == domain) {
+            self.domains.push(domain.to_string());
+        }
         out
     }
 
@@ -107,7 +182,9 @@ impl GraphBuilder {
             ir_version: Some(IR_VERSION),
             producer_name: Some("ensemble-serve".into()),
             producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) }],
+            opset_import: std::iter::once(OperatorSetIdProto { domain: Some(String::new()), version: Some(OPSET) })
+                .chain(self.domains.iter().map(|d| OperatorSetIdProto { domain: Some(d.clone()), version: Some(1) }))
+                .collect(),
             graph: Some(self.graph),
             ..Default::default()
         }

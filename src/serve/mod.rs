@@ -45,6 +45,18 @@ pub fn batch_limits(cfg: &ServerConfig) -> Result<BatchLimits, ServeError> {
             reason: format!("batch_cooldown = {}: must be a number from 0 to 100", cfg.batch_cooldown),
         });
     }
+    let tiers = cfg
+        .tiers
+        .iter()
+        .map(|t| match t.parse() {
+            Ok(router::TierRequest::Auto) | Err(_) => Err(ServeError::Config {
+                reason: format!(
+                    "tiers: '{t}' is not a graph (ensemble, student or student:<k>, each optionally :int8)"
+                ),
+            }),
+            Ok(request) => Ok(request),
+        })
+        .collect::<Result<_, _>>()?;
     Ok(BatchLimits {
         max_batch_rows: cfg.max_batch_size,
         max_queue_delay: Duration::from_micros(cfg.max_queue_delay_us),
@@ -52,7 +64,7 @@ pub fn batch_limits(cfg: &ServerConfig) -> Result<BatchLimits, ServeError> {
         queue_jobs: cfg.queue_capacity,
         intra_op_threads: cfg.intra_op_threads,
         provider,
-        tiers: cfg.tiers.clone(),
+        tiers,
     })
 }
 

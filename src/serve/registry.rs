@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use super::batcher::{Batcher, BatcherConfig};
 use super::metrics::Metrics;
 use super::router::{self, Estimator, RouteReason, TierRequest};
-use crate::artifact::{Artifact, GraphKind};
+use crate::artifact::Artifact;
 use crate::runtime::{GraphSession, Provider};
 
 /// One servable graph.
@@ -46,8 +46,8 @@ pub struct BatchLimits {
     pub queue_jobs: usize,
     pub intra_op_threads: usize,
     pub provider: Provider,
-    /// Tier labels to load; empty = all.
-    pub tiers: Vec<String>,
+    /// Tiers to load; empty = all.
+    pub tiers: Vec<TierRequest>,
 }
 
 /// Which tier serves a request, and why.
@@ -80,11 +80,11 @@ impl LoadedModel {
         let m = &artifact.manifest;
         let mut tiers = Vec::new();
         let mut used = Provider::Cpu;
+        // Configured tiers as this model's labels ("student" is its best student).
+        let wanted: Vec<String> = limits.tiers.iter().filter_map(|t| t.label(m.best_student)).collect();
         for g in &m.graphs {
             let label = g.tier_label().ok_or_else(|| LoadError::Unindexed(g.file.clone()))?;
-            let best = g.kind == GraphKind::Student && g.index == Some(m.best_student);
-            let wanted = limits.tiers.contains(&label) || (best && limits.tiers.iter().any(|t| t == "student"));
-            if !limits.tiers.is_empty() && !wanted {
+            if !limits.tiers.is_empty() && !wanted.contains(&label) {
                 continue;
             }
             let path = dir.join(&g.file);
@@ -110,11 +110,14 @@ impl LoadedModel {
             tiers.push(Tier { label, file: g.file.clone(), valid_auc: g.valid.auc, batcher, routable: true });
         }
         if tiers.is_empty() {
-            return Err(LoadError::NoTiers(limits.tiers.clone()));
+            return Err(LoadError::NoTiers(wanted));
         }
         tiers.sort_by(|a, b| b.valid_auc.total_cmp(&a.valid_auc));
-        let one_row: Vec<f64> = tiers.iter().map(|t| t.batcher.estimator.run_us(1)).collect();
-        for (t, routable) in tiers.iter_mut().zip(router::frontier(&one_row)) {
+        let costs: Vec<Vec<f64>> = crate::artifact::PROFILE_BATCHES
+            .iter()
+            .map(|&rows| tiers.iter().map(|t| t.batcher.estimator.run_us(rows)).collect())
+            .collect();
+        for (t, routable) in tiers.iter_mut().zip(router::frontier_over_sizes(&costs)) {
             t.routable = routable;
         }
         Ok(Self {
@@ -136,16 +139,11 @@ impl LoadedModel {
     /// The tier `request` names, or for `Auto` the most accurate routable tier whose estimate fits
     /// `budget_us`, else the fastest (a predicted miss). `None`: the named tier is not loaded.
     pub fn route(&self, request: TierRequest, rows: usize, budget_us: f64) -> Option<Route<'_>> {
-        let label = match request {
-            TierRequest::Ensemble => "ensemble".to_string(),
-            TierRequest::BestStudent => format!("student:{}", self.artifact.manifest.best_student),
-            TierRequest::Student(k) => format!("student:{k}"),
-            TierRequest::Auto => {
-                let routable: Vec<&Tier> = self.tiers.iter().filter(|t| t.routable).collect();
-                let estimates: Vec<f64> = routable.iter().map(|t| t.batcher.estimate_us(rows)).collect();
-                let (i, reason) = router::choose(&estimates, budget_us)?;
-                return Some(Route { tier: routable[i], estimate_us: estimates[i], reason });
-            }
+        let Some(label) = request.label(self.artifact.manifest.best_student) else {
+            let routable: Vec<&Tier> = self.tiers.iter().filter(|t| t.routable).collect();
+            let estimates: Vec<f64> = routable.iter().map(|t| t.batcher.estimate_us(rows)).collect();
+            let (i, reason) = router::choose(&estimates, budget_us)?;
+            return Some(Route { tier: routable[i], estimate_us: estimates[i], reason });
         };
         let tier = self.tiers.iter().find(|t| t.label == label)?;
         Some(Route { tier, estimate_us: tier.batcher.estimate_us(rows), reason: RouteReason::Forced })

@@ -4,35 +4,54 @@
 use std::sync::Mutex;
 
 use crate::artifact::LatencyPoint;
+use crate::onnx::Precision;
 
-/// How a request asks to be routed.
+/// How a request asks to be routed; a named graph carries its precision (`:int8` after the name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TierRequest {
     /// The most accurate tier whose estimate fits the budget.
     Auto,
-    Ensemble,
+    Ensemble(Precision),
     /// The manifest's best student.
-    BestStudent,
-    Student(usize),
+    BestStudent(Precision),
+    Student(usize, Precision),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("tier '{0}' (auto, ensemble, student or student:<k>)")]
+#[error("tier '{0}' (auto, ensemble, student or student:<k>, each optionally followed by :int8)")]
 pub struct UnknownTier(pub String);
 
 impl std::str::FromStr for TierRequest {
     type Err = UnknownTier;
     fn from_str(s: &str) -> Result<Self, UnknownTier> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "ensemble" => Ok(Self::Ensemble),
-            "student" => Ok(Self::BestStudent),
+        let unknown = || UnknownTier(s.to_string());
+        let (graph, precision) = match s.strip_suffix(":int8") {
+            Some(graph) => (graph, Precision::Int8),
+            None => (s, Precision::Fp32),
+        };
+        match graph {
+            "auto" if precision.is_fp32() => Ok(Self::Auto),
+            "ensemble" => Ok(Self::Ensemble(precision)),
+            "student" => Ok(Self::BestStudent(precision)),
             other => other
                 .strip_prefix("student:")
                 .and_then(|k| k.parse().ok())
-                .map(Self::Student)
-                .ok_or_else(|| UnknownTier(other.to_string())),
+                .map(|k| Self::Student(k, precision))
+                .ok_or_else(unknown),
         }
+    }
+}
+
+impl TierRequest {
+    /// The tier label a named graph has in a model whose best student is `best_student`; `None` for `Auto`.
+    pub fn label(self, best_student: usize) -> Option<String> {
+        let (graph, precision) = match self {
+            Self::Auto => return None,
+            Self::Ensemble(p) => ("ensemble".to_string(), p),
+            Self::BestStudent(p) => (format!("student:{best_student}"), p),
+            Self::Student(k, p) => (format!("student:{k}"), p),
+        };
+        Some(if precision.is_fp32() { graph } else { format!("{graph}:{precision}") })
     }
 }
 
@@ -73,6 +92,17 @@ pub fn frontier(costs_us: &[f64]) -> Vec<bool> {
             routable
         })
         .collect()
+}
+
+/// The frontier over several request sizes: `costs_us[s][t]` is tier t's run time at size s; a tier is
+/// routable when it is on the frontier at any size (an int8 ensemble can beat an fp32 student at one row
+/// and lose to it at 256).
+pub fn frontier_over_sizes(costs_us: &[Vec<f64>]) -> Vec<bool> {
+    let tiers = costs_us.first().map_or(0, Vec::len);
+    costs_us
+        .iter()
+        .map(|c| frontier(c))
+        .fold(vec![false; tiers], |acc, f| acc.iter().zip(f).map(|(a, b)| *a || b).collect())
 }
 
 /// For routable tiers (most accurate first) with their estimates: the first that fits `budget_us`, else the
@@ -198,9 +228,33 @@ mod tests {
     #[test]
     fn tier_requests_parse_and_unknown_ones_name_themselves() {
         assert_eq!("auto".parse(), Ok(TierRequest::Auto));
-        assert_eq!("student".parse(), Ok(TierRequest::BestStudent));
-        assert_eq!("student:2".parse(), Ok(TierRequest::Student(2)));
+        assert_eq!("student".parse(), Ok(TierRequest::BestStudent(Precision::Fp32)));
+        assert_eq!("student:2".parse(), Ok(TierRequest::Student(2, Precision::Fp32)));
+        assert_eq!("student:2:int8".parse(), Ok(TierRequest::Student(2, Precision::Int8)));
+        assert_eq!("ensemble:int8".parse(), Ok(TierRequest::Ensemble(Precision::Int8)));
+        assert_eq!("student:int8".parse(), Ok(TierRequest::BestStudent(Precision::Int8)));
         assert_eq!("student:x".parse::<TierRequest>(), Err(UnknownTier("student:x".into())));
+        assert_eq!("auto:int8".parse::<TierRequest>(), Err(UnknownTier("auto:int8".into())));
+        assert_eq!("student:2:fp16".parse::<TierRequest>(), Err(UnknownTier("student:2:fp16".into())));
+    }
+
+    #[test]
+    fn named_tiers_resolve_to_manifest_labels() {
+        let label = |s: &str| s.parse::<TierRequest>().unwrap().label(1);
+        assert_eq!(label("student"), Some("student:1".into()));
+        assert_eq!(label("student:int8"), Some("student:1:int8".into()));
+        assert_eq!(label("ensemble:int8"), Some("ensemble:int8".into()));
+        assert_eq!(label("student:0"), Some("student:0".into()));
+        assert_eq!(label("auto"), None);
+    }
+
+    #[test]
+    fn a_tier_on_the_frontier_at_any_size_is_routable() {
+        // ensemble, ensemble:int8, student: the int8 ensemble wins at 1 row only, the student at 256 only.
+        let costs = vec![vec![250.0, 90.0, 100.0], vec![10_000.0, 2_600.0, 2_000.0]];
+        assert_eq!(frontier_over_sizes(&costs), vec![true, true, true]);
+        assert_eq!(frontier_over_sizes(&costs[..1]), vec![true, true, false]);
+        assert_eq!(frontier_over_sizes(&[]), Vec::<bool>::new());
     }
 
     #[test]

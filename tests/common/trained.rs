@@ -6,6 +6,7 @@ use ensemble_serve::config::{DeviceChoice, StudentKind, TrainConfig};
 use ensemble_serve::data::Dataset;
 use ensemble_serve::export::{export_run, ExportOptions};
 use ensemble_serve::features::DatasetSpec;
+use ensemble_serve::onnx::Precision;
 use ensemble_serve::runtime::resolve_library;
 
 /// Trains and exports under `dir`; returns the exported version directory.
@@ -27,6 +28,12 @@ pub fn small_kdef(spec: &DatasetSpec, dir: &Path, profile_runs: usize) -> PathBu
         version: Some("1".into()),
         ort_library: resolve_library(None),
         profile_runs,
+        // fp32 only: these tests exercise serving, tests/export_parity.rs the int8 twins.
+        precisions: vec![Precision::Fp32],
+        data_dir: PathBuf::new(),
+        fuse_first_layers: false,
+        int8_weights: Default::default(),
+        int8_activations: Default::default(),
     };
     export_run(&run, &opts).unwrap()
 }
