@@ -40,6 +40,9 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Latency budget of a request that names none (ms).
     pub default_budget_ms: f64,
+    /// Share of each request's remaining budget that routing keeps free (0 ≤ x < 1): estimates miss work not
+    /// yet decoded and run-time noise, so planning to fill the whole budget misses it under load.
+    pub budget_headroom: f64,
     /// Tiers to load and route between ("ensemble", "student" (the best), "student:<k>", each optionally
     /// ":int8"); empty = every graph of the model.
     pub tiers: Vec<String>,
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 2 << 20,
             request_timeout_ms: 2000,
             default_budget_ms: 10.0,
+            budget_headroom: 0.2,
             tiers: Vec::new(),
             missing_as_oov: false,
             shed_on_overload: false,

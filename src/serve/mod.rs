@@ -45,6 +45,11 @@ pub fn batch_limits(cfg: &ServerConfig) -> Result<BatchLimits, ServeError> {
             reason: format!("batch_cooldown = {}: must be a number from 0 to 100", cfg.batch_cooldown),
         });
     }
+    if !(cfg.budget_headroom.is_finite() && (0.0..1.0).contains(&cfg.budget_headroom)) {
+        return Err(ServeError::Config {
+            reason: format!("budget_headroom = {}: must be at least 0 and below 1", cfg.budget_headroom),
+        });
+    }
     let tiers = cfg
         .tiers
         .iter()
@@ -88,6 +93,7 @@ pub fn build_state(
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             missing_as_oov: cfg.missing_as_oov,
             shed_on_overload: cfg.shed_on_overload,
+            budget_headroom: cfg.budget_headroom,
         },
         sequencer: Default::default(),
     };
@@ -143,4 +149,33 @@ async fn shutdown_signal() {
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutdown signal received: draining");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(cfg: ServerConfig) -> String {
+        match batch_limits(&cfg) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn tiers_and_headroom_are_checked_before_any_model_loads() {
+        let with = |tiers: &[&str]| ServerConfig {
+            tiers: tiers.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        };
+        let limits = batch_limits(&with(&["ensemble", "student:int8", "student:2:int8"])).unwrap();
+        assert_eq!(limits.tiers.len(), 3);
+        for bad in ["auto", "student:x", "ensemble:fp16"] {
+            assert!(refused(with(&[bad])).contains(&format!("tiers: '{bad}' is not a graph")), "{bad}");
+        }
+        let headroom = |h: f64| ServerConfig { budget_headroom: h, ..Default::default() };
+        assert!(refused(headroom(1.0)).contains("budget_headroom = 1"));
+        assert!(refused(headroom(-0.1)).contains("budget_headroom = -0.1"));
+        assert!(batch_limits(&headroom(0.0)).is_ok());
+    }
 }

@@ -138,15 +138,16 @@ impl LoadedModel {
 
     /// The tier `request` names, or for `Auto` the most accurate routable tier whose estimate fits
     /// `budget_us`, else the fastest (a predicted miss). `None`: the named tier is not loaded.
-    pub fn route(&self, request: TierRequest, rows: usize, budget_us: f64) -> Option<Route<'_>> {
+    /// `ahead_us`: work waiting to start before this request, whatever tier it takes (the arrival line).
+    pub fn route(&self, request: TierRequest, rows: usize, budget_us: f64, ahead_us: f64) -> Option<Route<'_>> {
         let Some(label) = request.label(self.artifact.manifest.best_student) else {
             let routable: Vec<&Tier> = self.tiers.iter().filter(|t| t.routable).collect();
-            let estimates: Vec<f64> = routable.iter().map(|t| t.batcher.estimate_us(rows)).collect();
+            let estimates: Vec<f64> = routable.iter().map(|t| ahead_us + t.batcher.estimate_us(rows)).collect();
             let (i, reason) = router::choose(&estimates, budget_us)?;
             return Some(Route { tier: routable[i], estimate_us: estimates[i], reason });
         };
         let tier = self.tiers.iter().find(|t| t.label == label)?;
-        Some(Route { tier, estimate_us: tier.batcher.estimate_us(rows), reason: RouteReason::Forced })
+        Some(Route { tier, estimate_us: ahead_us + tier.batcher.estimate_us(rows), reason: RouteReason::Forced })
     }
 }
 

@@ -24,6 +24,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     pub missing_as_oov: bool,
     pub shed_on_overload: bool,
+    /// Share of a request's remaining budget routing leaves unplanned (estimate error, unseen work).
+    pub budget_headroom: f64,
 }
 
 /// Turns a front end's body into encoded rows with the model's encoder; `Extra` is what the front end
@@ -95,12 +97,13 @@ impl Scorer {
             return Err(ScoringError::DeadlineExceeded { while_queued: false });
         }
         self.metrics.arrival_wait_us.with_label_values(&[call.model]).observe(us_since(call.arrival));
-        let route = self.route(&model, &request, encoded.rows)?;
+        let route = self.route(&model, &request, encoded.rows, us_since(call.arrival))?;
         self.metrics.routing.with_label_values(&[call.model, &route.tier.label, route.reason.as_str()]).inc();
         let dropped = |reason: &str| self.metrics.dropped.with_label_values(&[call.model, &route.tier.label, reason]);
         let abandoned =
             Abandoned { deadline: dropped("deadline_exceeded"), disconnected: dropped("client_disconnected") };
-        let ticket = (self.sequencer.turn(call.arrival, deadline, abandoned).await)
+        let cost_us = route.tier.batcher.estimator.run_us(encoded.rows);
+        let ticket = (self.sequencer.turn(call.arrival, deadline, cost_us, abandoned).await)
             .map_err(|_| ScoringError::DeadlineExceeded { while_queued: true })?;
         let reply = run(&route, encoded, deadline, ticket).await?;
         let server_us = us_since(call.arrival);
@@ -143,11 +146,18 @@ impl Scorer {
         Ok(Request { budget_ms, timeout_ms, tier })
     }
 
-    /// The tier to run on; with shedding on, a predicted miss that an idle server would meet is refused.
-    fn route<'m>(&self, model: &'m LoadedModel, r: &Request, rows: usize) -> Result<Route<'m>, ScoringError> {
-        let budget_us = r.budget_ms * 1000.0;
+    /// The tier to run on, planned to fill what is left of the budget after `waited_us` since arrival, less the
+    /// headroom; with shedding on, a predicted miss that an idle server would meet is refused.
+    fn route<'m>(
+        &self,
+        model: &'m LoadedModel,
+        r: &Request,
+        rows: usize,
+        waited_us: f64,
+    ) -> Result<Route<'m>, ScoringError> {
+        let budget_us = (r.budget_ms * 1000.0 - waited_us) * (1.0 - self.limits.budget_headroom);
         let route = model
-            .route(r.tier, rows, budget_us)
+            .route(r.tier, rows, budget_us, self.sequencer.ahead_us())
             .ok_or_else(|| ScoringError::InvalidTier(format!("no tier '{:?}' in this model", r.tier)))?;
         let idle_fit = || route.tier.batcher.estimator.run_us(rows) <= budget_us;
         if self.limits.shed_on_overload && route.reason == RouteReason::Fallback && idle_fit() {
