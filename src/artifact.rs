@@ -68,6 +68,9 @@ pub struct GraphEntry {
     /// An int8 graph's activation scaling: `static` (calibrated ranges) or `dynamic` (per run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub int8_activations: Option<ActivationScale>,
+    /// Its embedding tables are stored 8-bit row-wise (`false`: fp32).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub u8_embeddings: bool,
     pub parameters: u64,
     pub file_bytes: u64,
     /// blake3 of the file, checked at load.

@@ -198,6 +198,9 @@ pub struct ExportTarget {
     /// batch), or each run's own range.
     #[arg(long, value_enum, default_value = "static")]
     pub int8_activations: ensemble_serve::onnx::ActivationScale,
+    /// Int8 graphs also store their embedding tables 8-bit row-wise (a quarter of the bytes).
+    #[arg(long)]
+    pub int8_embeddings: bool,
 }
 
 #[derive(Debug, Args)]

@@ -244,6 +244,7 @@ fn run_export(run: &std::path::Path, target: &cli::ExportTarget, data_dir: &std:
         fuse_first_layers: target.fuse_first_layers,
         int8_weights: target.int8_weights,
         int8_activations: target.int8_activations,
+        u8_embeddings: target.int8_embeddings,
     };
     let dir = ensemble_serve::export::export_run(run, &opts).with_context(|| format!("exporting {}", run.display()))?;
     println!("artifact written to {}", dir.display());

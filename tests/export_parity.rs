@@ -53,6 +53,7 @@ fn check_with(cfg: TrainConfig) {
         fuse_first_layers: false,
         int8_weights: Default::default(),
         int8_activations: Default::default(),
+        u8_embeddings: false,
     };
     let dir = export_run(&run, &opts).unwrap();
     let art = Artifact::load(&dir).unwrap();
@@ -275,6 +276,7 @@ fn fused_first_layers_match_the_unfused_graph() {
             fuse_first_layers,
             int8_weights: Default::default(),
             int8_activations: Default::default(),
+            u8_embeddings: false,
         };
         export_run(&run, &opts).unwrap()
     };

@@ -152,3 +152,33 @@ fn fp32_emission_is_unchanged_by_the_precision_switch() {
     let ops: Vec<String> = g.finish().graph.unwrap().node.iter().map(|n| n.op_type.clone().unwrap()).collect();
     assert_eq!(ops, ["Gemm", "Relu"]);
 }
+
+/// 8-bit row-wise embedding rows gathered by ONNX Runtime equal min + q · step computed here, and each value is
+/// within half a step of the fp32 table's.
+#[test]
+fn rowwise_u8_embedding_rows_match_reference_and_fp32() {
+    use ensemble_serve::onnx::lookup::quantize_rows;
+    let (rows, dim) = (50usize, 16usize);
+    let table: Vec<f32> = (0..rows * dim).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.05).collect();
+    let mut g = GraphBuilder::new("lookup");
+    g.input("idx", DataType::Int64, &[Dim::Batch, Dim::Fixed(3)]);
+    let t = g.embedding_table("emb", &table, rows as i64, dim as i64, true);
+    let y = g.gather_rows(&t, "idx");
+    g.op_into("Identity", &[&y], "y", vec![]);
+    g.output("y", DataType::Float, &[Dim::Batch, Dim::Fixed(3), Dim::Fixed(dim as i64)]);
+    let bytes = to_bytes(&g.finish());
+    let mut session = ort::session::Session::builder(common::ort_env()).unwrap().commit_from_memory(&bytes).unwrap();
+    let idx: Vec<i64> = vec![0, 7, 49, 3, 3, 20];
+    let input = ndarray::Array2::from_shape_vec((2, 3), idx.clone()).unwrap();
+    let outputs = session.run(ort::inputs!["idx" => ort::value::Tensor::from_array(input).unwrap()]).unwrap();
+    let got = outputs["y"].try_extract_tensor::<f32>().unwrap().1.to_vec();
+    let (q, step, min) = quantize_rows(&table, dim);
+    for (n, &r) in idx.iter().enumerate() {
+        let r = r as usize;
+        for c in 0..dim {
+            let (value, want) = (got[n * dim + c], min[r] + q[r * dim + c] as f32 * step[r]);
+            assert_eq!(value, want, "row {r} col {c}");
+            assert!((value - table[r * dim + c]).abs() <= step[r] / 2.0 + 1e-7, "row {r} col {c}");
+        }
+    }
+}

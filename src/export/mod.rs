@@ -66,6 +66,8 @@ pub struct ExportOptions {
     pub int8_weights: WeightScale,
     /// How int8 activations are scaled (static: calibrated on training rows).
     pub int8_activations: ActivationScale,
+    /// Int8 graphs store their embedding tables 8-bit row-wise.
+    pub u8_embeddings: bool,
 }
 
 /// A run directory reloaded: its config, encoder, summary and the trained ensemble.
@@ -195,10 +197,11 @@ fn write_graph(
         weight_scale: opts.int8_weights,
         activation_ranges: None,
         fuse_first_layers: opts.fuse_first_layers && index.is_none(),
+        rowwise_u8_embeddings: int8 && opts.u8_embeddings,
     };
     if int8 && opts.int8_activations == ActivationScale::Static {
         let data = dataset_spec(loaded, opts)?;
-        let fp32 = GraphOptions { precision: Precision::Fp32, ..graph.clone() };
+        let fp32 = GraphOptions { precision: Precision::Fp32, rowwise_u8_embeddings: false, ..graph.clone() };
         let (builder, _) = emit(loaded, "calibration", index, &fp32);
         graph.activation_ranges = Some(calibrate::calibrate(env, builder, &loaded.encoder, &data, dir)?);
     }
@@ -225,6 +228,7 @@ fn write_graph(
         precision,
         int8_weights: int8.then_some(opts.int8_weights),
         int8_activations: int8.then_some(opts.int8_activations),
+        u8_embeddings: graph.rowwise_u8_embeddings,
         parameters,
         file_bytes: bytes.len() as u64,
         blake3: blake3::hash(&bytes).to_hex().to_string(),

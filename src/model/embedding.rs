@@ -74,16 +74,17 @@ impl FieldEmbedding {
     }
 
     /// ONNX: `field_ids` [B, F_scalar] and one `seq_<name>` [B, max_len] per sequence field → B × F × d.
-    pub fn emit(&self, g: &mut GraphBuilder, prefix: &str) -> String {
-        let table =
-            g.initializer_f32(&format!("{prefix}_table"), &[self.layout.table_rows, self.dim], &to_vec(&self.table));
+    /// `rowwise_u8`: store the table 8-bit row-wise ([`crate::onnx::lookup`]).
+    pub fn emit(&self, g: &mut GraphBuilder, prefix: &str, rowwise_u8: bool) -> String {
+        let values = to_vec(&self.table);
+        let table = g.embedding_table(prefix, &values, self.layout.table_rows, self.dim, rowwise_u8);
         let offsets = g.initializer_i64(
             &format!("{prefix}_offsets"),
             &[self.layout.scalar_offsets.len() as i64],
             &self.layout.scalar_offsets,
         );
         let shifted = g.op("Add", &["field_ids", &offsets], vec![]);
-        let mut parts = vec![g.op("Gather", &[&table, &shifted], vec![attr_int("axis", 0)])];
+        let mut parts = vec![g.gather_rows(&table, &shifted)];
         for (name, _, _, offset) in &self.layout.sequences {
             let input = format!("seq_{name}");
             let zero = g.initializer_i64("zero", &[], &[0]);
@@ -91,7 +92,7 @@ impl FieldEmbedding {
             let mask = g.op("Greater", &[&input, &zero], vec![]);
             let maskf = g.op("Cast", &[&mask], vec![attr_int("to", 1)]);
             let shifted = g.op("Add", &[&input, &off], vec![]);
-            let emb = g.op("Gather", &[&table, &shifted], vec![attr_int("axis", 0)]);
+            let emb = g.gather_rows(&table, &shifted);
             let last = g.initializer_i64("axes", &[1], &[-1]);
             let mask3 = g.op("Unsqueeze", &[&maskf, &last], vec![]);
             let masked = g.op("Mul", &[&emb, &mask3], vec![]);

@@ -26,6 +26,8 @@ pub struct GraphOptions {
     pub activation_ranges: Option<Vec<Range>>,
     /// Run the students' first dense layers over the shared embeddings as one MatMul (ensemble graph only).
     pub fuse_first_layers: bool,
+    /// Store embedding tables 8-bit row-wise.
+    pub rowwise_u8_embeddings: bool,
 }
 
 /// One forward pass: every student's logit and the ensemble's.
@@ -135,13 +137,15 @@ impl Ensemble {
     pub fn emit_ensemble(&self, name: &str, opts: &GraphOptions) -> GraphBuilder {
         let mut g = self.graph_with_inputs(name, opts);
         let (mut logits, mut hiddens) = (Vec::new(), Vec::new());
-        let shared = (self.embeddings.len() == 1).then(|| self.embeddings[0].emit(&mut g, "emb"));
+        let u8_tables = opts.rowwise_u8_embeddings;
+        let shared = (self.embeddings.len() == 1).then(|| self.embeddings[0].emit(&mut g, "emb", u8_tables));
         let firsts = match (&shared, opts.fuse_first_layers) {
             (Some(emb), true) => super::fused::first_layers(&mut g, emb, &self.students),
             _ => vec![None; self.students.len()],
         };
         for (k, s) in self.students.iter().enumerate() {
-            let emb = shared.clone().unwrap_or_else(|| self.embedding_of(k).emit(&mut g, &format!("emb{k}")));
+            let emb =
+                shared.clone().unwrap_or_else(|| self.embedding_of(k).emit(&mut g, &format!("emb{k}"), u8_tables));
             let h = match (&firsts[k], s.flat_mlp()) {
                 (Some(first), Some(mlp)) => mlp.emit_from(&mut g, first, 1),
                 _ => s.emit_hidden(&mut g, &emb),
@@ -173,7 +177,7 @@ impl Ensemble {
     /// Student `k` alone, with its own embedding lookups: output `probability` [B,1].
     pub fn emit_student(&self, k: usize, name: &str, opts: &GraphOptions) -> GraphBuilder {
         let mut g = self.graph_with_inputs(name, opts);
-        let emb = self.embedding_of(k).emit(&mut g, "emb");
+        let emb = self.embedding_of(k).emit(&mut g, "emb", opts.rowwise_u8_embeddings);
         let logit = self.students[k].emit_logit(&mut g, &emb);
         g.op_into("Sigmoid", &[&logit], "probability", vec![]);
         g.output("probability", DataType::Float, &[Dim::Batch, Dim::Fixed(1)]);

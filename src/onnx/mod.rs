@@ -3,6 +3,7 @@
 //! int8 precision.
 pub mod builder;
 pub mod dense;
+pub mod lookup;
 pub mod quant;
 
 /// Generated ONNX protobuf types (package `onnx`).

@@ -34,6 +34,7 @@ pub fn small_kdef(spec: &DatasetSpec, dir: &Path, profile_runs: usize) -> PathBu
         fuse_first_layers: false,
         int8_weights: Default::default(),
         int8_activations: Default::default(),
+        u8_embeddings: false,
     };
     export_run(&run, &opts).unwrap()
 }
