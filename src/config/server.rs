@@ -43,6 +43,9 @@ pub struct ServerConfig {
     /// Share of each request's remaining budget that routing keeps free (0 ≤ x < 1): estimates miss work not
     /// yet decoded and run-time noise, so planning to fill the whole budget misses it under load.
     pub budget_headroom: f64,
+    /// Validation-AUC difference below which routing ranks the faster of two tiers first (0: strict AUC
+    /// order); e.g. 0.0001 lets int8 twins that lose less than that outrank their fp32 graphs.
+    pub auc_tolerance: f64,
     /// Tiers to load and route between ("ensemble", "student" (the best), "student:<k>", each optionally
     /// ":int8"); empty = every graph of the model.
     pub tiers: Vec<String>,
@@ -78,6 +81,7 @@ impl Default for ServerConfig {
             request_timeout_ms: 2000,
             default_budget_ms: 10.0,
             budget_headroom: 0.2,
+            auc_tolerance: 0.0,
             tiers: Vec::new(),
             missing_as_oov: false,
             shed_on_overload: false,

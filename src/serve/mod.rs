@@ -50,6 +50,11 @@ pub fn batch_limits(cfg: &ServerConfig) -> Result<BatchLimits, ServeError> {
             reason: format!("budget_headroom = {}: must be at least 0 and below 1", cfg.budget_headroom),
         });
     }
+    if !(cfg.auc_tolerance.is_finite() && cfg.auc_tolerance >= 0.0) {
+        return Err(ServeError::Config {
+            reason: format!("auc_tolerance = {}: must be a number ≥ 0", cfg.auc_tolerance),
+        });
+    }
     let tiers = cfg
         .tiers
         .iter()
@@ -70,6 +75,7 @@ pub fn batch_limits(cfg: &ServerConfig) -> Result<BatchLimits, ServeError> {
         intra_op_threads: cfg.intra_op_threads,
         provider,
         tiers,
+        auc_tolerance: cfg.auc_tolerance,
     })
 }
 
@@ -163,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn tiers_and_headroom_are_checked_before_any_model_loads() {
+    fn tiers_headroom_and_tolerance_are_checked_before_any_model_loads() {
         let with = |tiers: &[&str]| ServerConfig {
             tiers: tiers.iter().map(|t| t.to_string()).collect(),
             ..Default::default()
@@ -177,5 +183,7 @@ mod tests {
         assert!(refused(headroom(1.0)).contains("budget_headroom = 1"));
         assert!(refused(headroom(-0.1)).contains("budget_headroom = -0.1"));
         assert!(batch_limits(&headroom(0.0)).is_ok());
+        let tolerance = ServerConfig { auc_tolerance: -1e-4, ..Default::default() };
+        assert!(refused(tolerance).contains("auc_tolerance = -0.0001"));
     }
 }

@@ -48,6 +48,8 @@ pub struct BatchLimits {
     pub provider: Provider,
     /// Tiers to load; empty = all.
     pub tiers: Vec<TierRequest>,
+    /// Validation-AUC difference below which routing ranks the faster tier first.
+    pub auc_tolerance: f64,
 }
 
 /// Which tier serves a request, and why.
@@ -112,7 +114,11 @@ impl LoadedModel {
         if tiers.is_empty() {
             return Err(LoadError::NoTiers(wanted));
         }
-        tiers.sort_by(|a, b| b.valid_auc.total_cmp(&a.valid_auc));
+        let aucs: Vec<f64> = tiers.iter().map(|t| t.valid_auc).collect();
+        let at_64: Vec<f64> = tiers.iter().map(|t| t.batcher.estimator.run_us(64)).collect();
+        let order = router::rank(&aucs, &at_64, limits.auc_tolerance);
+        let mut slots: Vec<Option<Tier>> = tiers.into_iter().map(Some).collect();
+        let mut tiers: Vec<Tier> = order.iter().map(|&i| slots[i].take().expect("each tier once")).collect();
         let costs: Vec<Vec<f64>> = crate::artifact::PROFILE_BATCHES
             .iter()
             .map(|&rows| tiers.iter().map(|t| t.batcher.estimator.run_us(rows)).collect())

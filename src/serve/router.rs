@@ -94,6 +94,25 @@ pub fn frontier(costs_us: &[f64]) -> Vec<bool> {
         .collect()
 }
 
+/// The order routing ranks tiers in: most accurate first, except that among tiers whose validation AUC is within
+/// `tolerance` of the best remaining one, the fastest (`cost_us`, at one reference size) comes first. With
+/// tolerance 0 this is plain AUC order; with a tolerance above the AUC an int8 twin loses, the twin outranks its
+/// fp32 graph, which the frontier then drops unless it is faster somewhere.
+pub fn rank(aucs: &[f64], cost_us: &[f64], tolerance: f64) -> Vec<usize> {
+    let mut left: Vec<usize> = (0..aucs.len()).collect();
+    let mut order = Vec::with_capacity(aucs.len());
+    while !left.is_empty() {
+        let best = left.iter().map(|&i| aucs[i]).fold(f64::NEG_INFINITY, f64::max);
+        let pick = (left.iter().enumerate())
+            .filter(|(_, &i)| aucs[i] >= best - tolerance)
+            .min_by(|a, b| cost_us[*a.1].total_cmp(&cost_us[*b.1]).then(aucs[*b.1].total_cmp(&aucs[*a.1])))
+            .map(|(pos, _)| pos)
+            .expect("a tier within tolerance of the best");
+        order.push(left.remove(pick));
+    }
+    order
+}
+
 /// The frontier over several request sizes: `costs_us[s][t]` is tier t's run time at size s; a tier is
 /// routable when it is on the frontier at any size (an int8 ensemble can beat an fp32 student at one row
 /// and lose to it at 256).
@@ -246,6 +265,17 @@ mod tests {
         assert_eq!(label("ensemble:int8"), Some("ensemble:int8".into()));
         assert_eq!(label("student:0"), Some("student:0".into()));
         assert_eq!(label("auto"), None);
+    }
+
+    #[test]
+    fn ranking_puts_a_faster_near_equal_tier_first_only_within_the_tolerance() {
+        // ensemble, ensemble:int8, student, student:int8 (valid AUC, µs at 64 rows)
+        let aucs = [0.98277, 0.98276, 0.98260, 0.98257];
+        let cost = [1400.0, 380.0, 340.0, 126.0];
+        assert_eq!(rank(&aucs, &cost, 0.0), vec![0, 1, 2, 3]);
+        assert_eq!(rank(&aucs, &cost, 0.00005), vec![1, 0, 3, 2]);
+        assert_eq!(rank(&aucs, &cost, 0.001), vec![3, 2, 1, 0]);
+        assert_eq!(rank(&[], &[], 0.1), Vec::<usize>::new());
     }
 
     #[test]
