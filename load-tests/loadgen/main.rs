@@ -323,7 +323,7 @@ fn drive(
             bar.finish_and_clear();
             append_shots(args.shots.as_deref(), policy, &c);
             results.extend((0..segments.len()).map(|i| summary(&c, i)));
-            timelines.insert(policy.name().to_string(), timeline(&c.shots, sc.window_ms));
+            timelines.insert(policy.name().to_string(), timeline(&c.shots, &c.tiers, sc.window_ms));
             continue;
         }
         for seg in &segments {

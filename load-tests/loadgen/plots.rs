@@ -59,6 +59,35 @@ fn line_chart(path: &Path, title: &str, axes: (&str, &str), log_y: bool, series:
     root.present().map_err(|e| e.to_string())
 }
 
+/// Share of each window's answered requests per tier, when the policy used more than one tier.
+fn tier_share(
+    r: &RunResults,
+    policy: &str,
+    windows: &[crate::stats::Window],
+    dir: &Path,
+) -> Result<Option<String>, String> {
+    let names: std::collections::BTreeSet<&String> = windows.iter().flat_map(|w| w.tiers.keys()).collect();
+    if names.len() < 2 {
+        return Ok(None);
+    }
+    let series: Vec<Series> = names
+        .iter()
+        .map(|name| Series {
+            name: name.to_string(),
+            points: windows
+                .iter()
+                .filter(|w| w.ok > 0)
+                .map(|w| (w.t_s, *w.tiers.get(*name).unwrap_or(&0) as f64 / w.ok as f64))
+                .collect(),
+        })
+        .collect();
+    let file = format!("tiers_{policy}.png");
+    let title =
+        format!("{}: {policy} — share of answers per tier, {} ms windows", r.scenario.name, r.scenario.window_ms);
+    line_chart(&dir.join(&file), &title, ("seconds", "share of answered requests"), false, &series)?;
+    Ok(Some(file))
+}
+
 /// Writes every plot that applies to `r` into `dir`; returns the file names written.
 pub fn write_all(r: &RunResults, dir: &Path) -> Result<Vec<String>, String> {
     ensemble_serve::plot::register_font().map_err(|e| e.to_string())?;
@@ -121,6 +150,9 @@ pub fn write_all(r: &RunResults, dir: &Path) -> Result<Vec<String>, String> {
             &series,
         )?;
         written.push("timeline.png".into());
+        for (policy, windows) in &r.timelines {
+            written.extend(tier_share(r, policy, windows, dir)?);
+        }
     }
     if r.rss_kib.len() > 1 {
         let s = Series {

@@ -1,6 +1,6 @@
 //! Outcomes → numbers: HdrHistogram percentiles of answered requests (from scheduled send time), rejections
 //! and their answer times, errors by status, tiers served, budgets met, served vs offline AUC, and a timeline
-//! of fixed windows (for spikes and soaks).
+//! of fixed windows with the tiers that answered in each (for spikes and soaks).
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
@@ -71,6 +71,8 @@ pub struct Window {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub budget_met_share: Option<f64>,
+    /// Answered requests per tier.
+    pub tiers: BTreeMap<String, u64>,
 }
 
 /// A phase whose generator sent later than this at p99 is marked invalid.
@@ -231,18 +233,22 @@ fn effective_auc(shots: &[&Shot], c: &Collected, labels: &[f32]) -> Option<f64> 
     ensemble_serve::metrics::auc(&scores, &ys)
 }
 
-/// Fixed windows over the scheduled send time of `shots`.
-pub fn timeline(shots: &[Shot], window_ms: u64) -> Vec<Window> {
+/// Fixed windows over the scheduled send time of `shots`; `tier_names[i]` names tier index i.
+pub fn timeline(shots: &[Shot], tier_names: &[String], window_ms: u64) -> Vec<Window> {
     let w_ns = window_ms.max(1) * 1_000_000;
     let n = shots.iter().map(|s| s.sched_ns / w_ns + 1).max().unwrap_or(0) as usize;
     let mut hs: Vec<Histogram<u64>> = (0..n).map(|_| histogram()).collect();
     let mut rows = vec![(0u64, 0u64, 0u64, 0u64, 0u64); n];
+    let mut tiers: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); n];
     for s in shots {
         let i = (s.sched_ns / w_ns) as usize;
         let r = &mut rows[i];
         r.0 += 1;
         if s.status == 200 {
             r.1 += 1;
+            if let Some(name) = tier_names.get(s.tier as usize) {
+                *tiers[i].entry(name.clone()).or_default() += 1;
+            }
             hs[i].saturating_record(s.latency_us.max(1));
             if s.latency_us as f64 <= s.budget_ms as f64 * 1000.0 {
                 r.4 += 1;
@@ -255,9 +261,10 @@ pub fn timeline(shots: &[Shot], window_ms: u64) -> Vec<Window> {
     }
     rows.iter()
         .zip(&hs)
+        .zip(tiers)
         .enumerate()
-        .map(|(i, (r, h))| (i, r, percentiles(h)))
-        .map(|(i, r, p)| Window {
+        .map(|(i, ((r, h), t))| (i, r, percentiles(h), t))
+        .map(|(i, r, p, tiers)| Window {
             t_s: (i as u64 * w_ns) as f64 / 1e9,
             sent: r.0,
             ok: r.1,
@@ -266,6 +273,7 @@ pub fn timeline(shots: &[Shot], window_ms: u64) -> Vec<Window> {
             p50_ms: p.as_ref().map(|p| p.p50_ms),
             p99_ms: p.as_ref().map(|p| p.p99_ms),
             budget_met_share: (r.1 > 0).then(|| r.4 as f64 / r.1 as f64),
+            tiers,
         })
         .collect()
 }
