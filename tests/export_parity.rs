@@ -30,6 +30,23 @@ fn small_config(framework: &str, students: &[&str]) -> TrainConfig {
     }
 }
 
+/// A model trained by `cfg` on ml100k_ctr, its run written under `tmp`.
+struct Trained {
+    tmp: tempfile::TempDir,
+    data: Dataset,
+    out: train::TrainOutcome,
+    run: std::path::PathBuf,
+}
+
+fn trained(cfg: &TrainConfig, data_dir: &std::path::Path) -> Trained {
+    let spec = common::spec("ml100k_ctr", data_dir);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Dataset::open(&spec, &tmp.path().join("cache"), false).unwrap();
+    let out = train::train(cfg, &data, false, |_| {}).unwrap();
+    let run = train::report::write_run(&tmp.path().join("run"), cfg, &out, &data).unwrap();
+    Trained { tmp, data, out, run }
+}
+
 fn check(framework: &str, students: &[&str]) {
     check_with(small_config(framework, students));
 }
@@ -37,24 +54,8 @@ fn check(framework: &str, students: &[&str]) {
 fn check_with(cfg: TrainConfig) {
     let (framework, students) = (cfg.framework, cfg.students.clone());
     let data_dir = require_data!();
-    let spec = common::spec("ml100k_ctr", &data_dir);
-    let tmp = tempfile::tempdir().unwrap();
-    let data = Dataset::open(&spec, &tmp.path().join("cache"), false).unwrap();
-    let out = train::train(&cfg, &data, false, |_| {}).unwrap();
-    let run = train::report::write_run(&tmp.path().join("run"), &cfg, &out, &data).unwrap();
-    let opts = ExportOptions {
-        models_dir: tmp.path().join("models"),
-        name: Some("m".into()),
-        version: Some("1".into()),
-        ort_library: resolve_library(None),
-        profile_runs: 3,
-        precisions: vec![Precision::Fp32, Precision::Int8],
-        data_dir: data_dir.clone(),
-        fuse_first_layers: false,
-        int8_weights: Default::default(),
-        int8_activations: Default::default(),
-        u8_embeddings: false,
-    };
+    let Trained { tmp, data, out, run } = trained(&cfg, &data_dir);
+    let opts = export_options(tmp.path(), "1", &data_dir, vec![Precision::Fp32, Precision::Int8], false);
     let dir = export_run(&run, &opts).unwrap();
     let art = Artifact::load(&dir).unwrap();
     let env = common::ort_env();
@@ -108,6 +109,29 @@ fn check_with(cfg: TrainConfig) {
         assert!(noisy || (aq - af).abs() < 0.002, "{framework} {}: int8 AUC {aq} vs fp32 {af}", g.file);
     }
     onnx_checker(&dir);
+}
+
+/// Export to `<dir>/models/m/<version>` with the given precisions and fusion; everything else at its default.
+fn export_options(
+    dir: &std::path::Path,
+    version: &str,
+    data_dir: &std::path::Path,
+    precisions: Vec<Precision>,
+    fuse_first_layers: bool,
+) -> ExportOptions {
+    ExportOptions {
+        models_dir: dir.join("models"),
+        name: Some("m".into()),
+        version: Some(version.into()),
+        ort_library: resolve_library(None),
+        profile_runs: 3,
+        precisions,
+        data_dir: data_dir.to_path_buf(),
+        fuse_first_layers,
+        int8_weights: Default::default(),
+        int8_activations: Default::default(),
+        u8_embeddings: false,
+    }
 }
 
 /// `probability` over `ids` in the batches `serve export` scores with.
@@ -224,16 +248,11 @@ fn concat_fusion() {
 }
 
 /// `serve export` reads the run's `summary.json` as a typed record: a deleted field fails the export with
-/// the file and the field named, and nothing is written.
+/// the file and the field named, and nothing is written; so does a data dir without the run's splits.
 #[test]
 fn export_names_a_field_missing_from_the_summary() {
     let data_dir = require_data!();
-    let spec = common::spec("ml100k_ctr", &data_dir);
-    let tmp = tempfile::tempdir().unwrap();
-    let data = Dataset::open(&spec, &tmp.path().join("cache"), false).unwrap();
-    let cfg = small_config("kdef", &["mlp", "mlp"]);
-    let out = train::train(&cfg, &data, false, |_| {}).unwrap();
-    let run = train::report::write_run(&tmp.path().join("run"), &cfg, &out, &data).unwrap();
+    let Trained { tmp, run, .. } = trained(&small_config("kdef", &["mlp", "mlp"]), &data_dir);
     let summary_path = run.join("summary.json");
     let intact: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary_path).unwrap()).unwrap();
     let models = tmp.path().join("models");
@@ -251,6 +270,18 @@ fn export_names_a_field_missing_from_the_summary() {
         assert!(stderr.contains(&want), "{field}: {stderr}");
         assert!(!models.join("run").exists(), "{field}: an artifact was written");
     }
+    // Int8 twins need the run's split files: without them the export stops before writing anything.
+    std::fs::write(&summary_path, serde_json::to_vec_pretty(&intact).unwrap()).unwrap();
+    let nowhere = tmp.path().join("no-data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_serve"))
+        .args(["export", run.to_str().unwrap(), "--models-dir", models.to_str().unwrap(), "--profile-runs", "1"])
+        .args(["--data-dir", nowhere.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("train.csv: not found: int8 graphs are calibrated"), "{stderr}");
+    assert!(!models.join("run").exists(), "an artifact was written");
 }
 
 /// The ensemble graph with its students' first dense layers fused into one MatMul gives the unfused graph's
@@ -258,26 +289,9 @@ fn export_names_a_field_missing_from_the_summary() {
 #[test]
 fn fused_first_layers_match_the_unfused_graph() {
     let data_dir = require_data!();
-    let spec = common::spec("ml100k_ctr", &data_dir);
-    let tmp = tempfile::tempdir().unwrap();
-    let data = Dataset::open(&spec, &tmp.path().join("cache"), false).unwrap();
-    let cfg = small_config("kdef", &["mlp", "mlp", "mlp"]);
-    let out = train::train(&cfg, &data, false, |_| {}).unwrap();
-    let run = train::report::write_run(&tmp.path().join("run"), &cfg, &out, &data).unwrap();
+    let Trained { tmp, data, run, .. } = trained(&small_config("kdef", &["mlp", "mlp", "mlp"]), &data_dir);
     let export = |version: &str, fuse_first_layers: bool| {
-        let opts = ExportOptions {
-            models_dir: tmp.path().join("models"),
-            name: Some("m".into()),
-            version: Some(version.into()),
-            ort_library: resolve_library(None),
-            profile_runs: 1,
-            precisions: vec![Precision::Fp32],
-            data_dir: data_dir.clone(),
-            fuse_first_layers,
-            int8_weights: Default::default(),
-            int8_activations: Default::default(),
-            u8_embeddings: false,
-        };
+        let opts = export_options(tmp.path(), version, &data_dir, vec![Precision::Fp32], fuse_first_layers);
         export_run(&run, &opts).unwrap()
     };
     let (plain, fused) = (export("plain", false), export("fused", true));

@@ -14,14 +14,15 @@ use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::{GraphBuilder, Range};
 use crate::runtime::GraphSession;
 
+// No `#[from]`/`#[source]`: the message holds the cause, and `{e:#}` would print it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrationError {
     #[error("calibration: {0}")]
-    Ort(#[from] ort::Error),
+    Ort(ort::Error),
     #[error("calibration rows: {0}")]
-    Data(#[from] DataError),
+    Data(DataError),
     #[error("calibration graph: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
 }
 
 /// Training rows the ranges are taken over.
@@ -45,10 +46,14 @@ pub fn calibrate(
             exposed.push(name.clone());
         }
     }
-    let path = tempfile::Builder::new().prefix(".calibration-").suffix(".onnx").tempfile_in(scratch)?;
-    std::fs::write(path.path(), to_bytes(&fp32.finish()))?;
+    let path = tempfile::Builder::new()
+        .prefix(".calibration-")
+        .suffix(".onnx")
+        .tempfile_in(scratch)
+        .map_err(CalibrationError::Io)?;
+    std::fs::write(path.path(), to_bytes(&fp32.finish())).map_err(CalibrationError::Io)?;
     let schema = artifact::input_schema(encoder);
-    let mut session = GraphSession::load(env, path.path(), &schema, encoder, 0)?;
+    let mut session = GraphSession::load(env, path.path(), &schema, encoder, 0).map_err(CalibrationError::Ort)?;
     let names: Vec<&str> = exposed.iter().map(String::as_str).collect();
     let mut ranges = vec![Range { min: 0.0, max: 0.0 }; names.len()];
     let width = encoder.width();
@@ -78,10 +83,11 @@ pub fn calibrate(
             }
         }
         Ok(())
-    })?;
+    })
+    .map_err(CalibrationError::Data)?;
     widen(&mut batch, &mut failure);
     if let Some(e) = failure {
-        return Err(e.into());
+        return Err(CalibrationError::Ort(e));
     }
     let by_name: HashMap<&str, Range> = names.iter().copied().zip(ranges).collect();
     Ok(inputs.iter().map(|n| by_name[n.as_str()]).collect())

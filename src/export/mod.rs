@@ -95,6 +95,9 @@ pub fn load_run(run: &Path) -> Result<LoadedRun, ExportError> {
 /// Writes the artifact; returns its directory.
 pub fn export_run(run: &Path, opts: &ExportOptions) -> Result<PathBuf, ExportError> {
     let loaded = load_run(run)?;
+    // Int8 graphs are calibrated and scored on the run's splits: check its dataset before any work.
+    let quantized = opts.precisions.iter().any(|p| !p.is_fp32());
+    let data = quantized.then(|| dataset_spec(&loaded, opts)).transpose()?;
     let name =
         opts.name.clone().unwrap_or_else(|| run.file_name().map_or("model".into(), |n| n.to_string_lossy().into()));
     let version = opts.version.clone().unwrap_or_else(timestamp);
@@ -115,10 +118,12 @@ pub fn export_run(run: &Path, opts: &ExportOptions) -> Result<PathBuf, ExportErr
     for &precision in &opts.precisions {
         for (kind, index) in graph_list(loaded.ensemble.students.len()) {
             let spec = GraphSpec { kind, index, precision };
-            graphs.push(write_graph(&loaded, &name, tmp.path(), spec, env, opts)?);
+            graphs.push(write_graph(&loaded, &name, tmp.path(), spec, env, opts, data.as_ref())?);
         }
     }
-    score_at_export(env, &loaded, tmp.path(), &mut graphs, opts)?;
+    if let Some(data) = &data {
+        score_at_export(env, &loaded, tmp.path(), &mut graphs, data)?;
+    }
     let manifest = Manifest {
         format: artifact::MANIFEST_FORMAT.into(),
         format_version: artifact::MANIFEST_VERSION,
@@ -189,6 +194,7 @@ fn write_graph(
     spec: GraphSpec,
     env: &Environment,
     opts: &ExportOptions,
+    data: Option<&DatasetSpec>,
 ) -> Result<GraphEntry, ExportError> {
     let GraphSpec { kind, index, precision } = spec;
     let int8 = precision == Precision::Int8;
@@ -199,11 +205,10 @@ fn write_graph(
         fuse_first_layers: opts.fuse_first_layers && index.is_none(),
         rowwise_u8_embeddings: int8 && opts.u8_embeddings,
     };
-    if int8 && opts.int8_activations == ActivationScale::Static {
-        let data = dataset_spec(loaded, opts)?;
+    if let (true, ActivationScale::Static, Some(data)) = (int8, opts.int8_activations, data) {
         let fp32 = GraphOptions { precision: Precision::Fp32, rowwise_u8_embeddings: false, ..graph.clone() };
         let (builder, _) = emit(loaded, "calibration", index, &fp32);
-        graph.activation_ranges = Some(calibrate::calibrate(env, builder, &loaded.encoder, &data, dir)?);
+        graph.activation_ranges = Some(calibrate::calibrate(env, builder, &loaded.encoder, data, dir)?);
     }
     let (builder, model_type) = emit(loaded, name, index, &graph);
     let model = builder.finish();
@@ -245,13 +250,9 @@ fn score_at_export(
     loaded: &LoadedRun,
     dir: &Path,
     graphs: &mut [GraphEntry],
-    opts: &ExportOptions,
+    spec: &DatasetSpec,
 ) -> Result<(), ExportError> {
     let picked: Vec<usize> = (0..graphs.len()).filter(|&i| !graphs[i].precision.is_fp32()).collect();
-    if picked.is_empty() {
-        return Ok(());
-    }
-    let spec = dataset_spec(loaded, opts)?;
     let files: Vec<&str> = picked.iter().map(|&i| graphs[i].file.as_str()).collect();
     let schema = artifact::input_schema(&loaded.encoder);
     let set = GraphSet { dir, files: &files, inputs: &schema, encoder: &loaded.encoder };
@@ -261,7 +262,7 @@ fn score_at_export(
     for part in splits {
         let eval_opts =
             EvalOptions { part, batch_rows: SCORE_BATCH_ROWS, intra_threads: 0, progress: true, other_file: false };
-        let scored = score_split(env, &set, &spec, &eval_opts)?;
+        let scored = score_split(env, &set, spec, &eval_opts)?;
         let of =
             |p: &Vec<f32>| Metric { auc: auc(p, &scored.labels).unwrap_or(0.5), logloss: logloss(p, &scored.labels) };
         metrics.push(scored.probs.iter().map(of).collect::<Vec<_>>());
@@ -273,11 +274,20 @@ fn score_at_export(
     Ok(())
 }
 
-/// The run's dataset spec, checked against its encoder.
+/// The run's dataset spec, checked against its encoder, with the split files int8 export reads present.
 fn dataset_spec(loaded: &LoadedRun, opts: &ExportOptions) -> Result<DatasetSpec, ExportError> {
     let spec = DatasetSpec::load(&loaded.cfg.dataset, &opts.data_dir)
         .map_err(|e| ExportError::Run { path: loaded.cfg.dataset.clone(), reason: e.to_string() })?;
     check_fields(&spec, &loaded.encoder)?;
+    let mut parts = vec![Split::Train, Split::Valid];
+    parts.extend(loaded.summary.test.as_ref().map(|_| Split::Test));
+    for part in parts {
+        if let Some((path, _)) = part.source(&spec).filter(|(p, _)| !p.is_file()) {
+            let reason = "not found: int8 graphs are calibrated on the train split and scored on valid and test \
+                          (set --data-dir / CTR_DATA_DIR, or export with --no-int8)";
+            return Err(ExportError::Run { path: path.to_path_buf(), reason: reason.into() });
+        }
+    }
     Ok(spec)
 }
 
