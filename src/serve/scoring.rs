@@ -156,9 +156,10 @@ impl Scorer {
         waited_us: f64,
     ) -> Result<Route<'m>, ScoringError> {
         let budget_us = (r.budget_ms * 1000.0 - waited_us) * (1.0 - self.limits.budget_headroom);
-        let route = model
-            .route(r.tier, rows, budget_us, self.sequencer.ahead_us())
-            .ok_or_else(|| ScoringError::InvalidTier(format!("no tier '{:?}' in this model", r.tier)))?;
+        let route = model.route(r.tier, rows, budget_us, self.sequencer.ahead_us()).ok_or_else(|| {
+            let label = r.tier.label(model.artifact.manifest.best_student).unwrap_or_else(|| "auto".into());
+            ScoringError::InvalidTier(format!("no tier '{label}' in this model"))
+        })?;
         let idle_fit = || route.tier.batcher.estimator.run_us(rows) <= budget_us;
         if self.limits.shed_on_overload && route.reason == RouteReason::Fallback && idle_fit() {
             return Err(ScoringError::BudgetUnattainable {
