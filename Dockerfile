@@ -40,11 +40,12 @@ WORKDIR /srv
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.1.31.1 \
     SERVE_CONFIG=/srv/config/server.toml \
     SERVE_BIND=0.0.0.0:8080 \
+    SERVE_GRPC_BIND=0.0.0.0:8081 \
     SERVE_MODELS_DIR=/srv/models \
     SERVE_LOG_FORMAT=json
 USER 10001:10001
 VOLUME ["/srv/models"]
-EXPOSE 8080
+EXPOSE 8080 8081
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 CMD ["serve", "health", "--url", "http://127.0.0.1:8080/readyz"]
 ENTRYPOINT ["serve"]
@@ -60,12 +61,13 @@ WORKDIR /srv
 ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.1.31.1 \
     SERVE_CONFIG=/srv/config/server.toml \
     SERVE_BIND=0.0.0.0:8080 \
+    SERVE_GRPC_BIND=0.0.0.0:8081 \
     SERVE_MODELS_DIR=/srv/models \
     SERVE_EXECUTION_PROVIDER=cuda \
     SERVE_LOG_FORMAT=json
 USER 10001:10001
 VOLUME ["/srv/models"]
-EXPOSE 8080
+EXPOSE 8080 8081
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 CMD ["serve", "health", "--url", "http://127.0.0.1:8080/readyz"]
 ENTRYPOINT ["serve"]

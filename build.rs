@@ -1,9 +1,10 @@
-//! Compiles the vendored `onnx.proto` with protox (no `protoc` needed) and, with feature `train`,
-//! links libtorch with an rpath so binaries run without `LD_LIBRARY_PATH`.
+//! Compiles the vendored `onnx.proto` and KServe v2 `grpc_service.proto` with protox (no `protoc` needed)
+//! and, with feature `train`, links libtorch with an rpath so binaries run without `LD_LIBRARY_PATH`.
 use std::path::PathBuf;
 
 fn main() {
     compile_onnx_proto();
+    compile_kserve_proto();
     if std::env::var_os("CARGO_FEATURE_TRAIN").is_some() {
         link_libtorch();
     }
@@ -13,6 +14,16 @@ fn compile_onnx_proto() {
     println!("cargo:rerun-if-changed=proto/onnx.proto");
     let fds = protox::compile(["proto/onnx.proto"], ["proto"]).expect("vendored proto/onnx.proto must compile");
     prost_build::Config::new().compile_fds(fds).expect("prost code generation for onnx.proto");
+}
+
+/// The vendored KServe v2 gRPC protocol (Triton's `inference.GRPCInferenceService`), server side only.
+fn compile_kserve_proto() {
+    println!("cargo:rerun-if-changed=proto/kserve/grpc_service.proto");
+    let fds = protox::compile(["grpc_service.proto"], ["proto/kserve"]).expect("vendored KServe v2 proto must compile");
+    tonic_build::configure()
+        .build_client(false)
+        .compile_fds(fds)
+        .expect("tonic code generation for grpc_service.proto");
 }
 
 fn link_libtorch() {

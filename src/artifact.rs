@@ -71,6 +71,9 @@ pub struct GraphEntry {
     /// Its embedding tables are stored 8-bit row-wise (`false`: fp32).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub u8_embeddings: bool,
+    /// The students' first dense layers run as one MatMul (`serve export --fuse-first-layers`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fused_first_layers: bool,
     pub parameters: u64,
     pub file_bytes: u64,
     /// blake3 of the file, checked at load.

@@ -55,6 +55,9 @@ pub struct RunArgs {
     /// Listen address, e.g. 127.0.0.1:8080 (overrides the config's `bind`).
     #[arg(long, env = "SERVE_BIND")]
     pub bind: Option<String>,
+    /// KServe v2 gRPC listen address, e.g. 127.0.0.1:8081; empty = no gRPC (overrides `grpc_bind`).
+    #[arg(long, env = "SERVE_GRPC_BIND")]
+    pub grpc_bind: Option<String>,
     /// Directory of `<name>/<version>/` model artifacts (overrides `models_dir`).
     #[arg(long, env = "SERVE_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,

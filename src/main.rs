@@ -57,6 +57,9 @@ fn run_server(args: cli::RunArgs) -> Result<()> {
     if let Some(bind) = args.bind {
         cfg.bind = bind;
     }
+    if let Some(bind) = args.grpc_bind {
+        cfg.grpc_bind = bind;
+    }
     if let Some(dir) = args.models_dir {
         cfg.models_dir = dir;
     }

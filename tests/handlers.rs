@@ -118,7 +118,8 @@ async fn v1_and_v2_record_identical_metrics_for_identical_outcomes() {
         let uri = if model == "default" { "/v1/score".to_string() } else { format!("/v1/models/{model}/score") };
         let a = common::app::post(&v1, &uri, &body).await.0;
         let b = common::app::post(&v2, &format!("/v2/models/{model}/infer"), &v2_body(ctx, &candidates, tier)).await.0;
-        assert_eq!(a, b, "same outcome, same status");
+        // The same outcome; KServe v2 answers an invalid request 400 where v1 says 422.
+        assert_eq!(if a == 422 { 400 } else { a }, b, "same outcome, the protocol's status");
     }
     let late = [("x-request-timeout-ms", "0")];
     let body = json!({"context": context, "candidates": candidates});

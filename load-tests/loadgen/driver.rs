@@ -62,8 +62,18 @@ impl Collected {
     }
 }
 
+/// The request format a server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// ensemble-serve's /v1 score request (ours and the FastAPI peer).
+    V1,
+    /// KServe v2 JSON infer request (Triton); the answering tier is the model the URL names.
+    V2 { tier: &'static str },
+}
+
 pub struct Load<'a> {
     pub url: String,
+    pub protocol: Protocol,
     pub replay: &'a Replay,
     pub policy: Policy,
     pub budgets: &'a [BudgetShare],
@@ -83,6 +93,17 @@ pub struct Segment {
     pub phase: u16,
     pub rate: f64,
     pub duration: Duration,
+}
+
+/// A KServe v2 infer response: the first output's data are the probabilities.
+#[derive(Deserialize)]
+struct V2Answer {
+    outputs: Vec<V2Output>,
+}
+
+#[derive(Deserialize)]
+struct V2Output {
+    data: Vec<f32>,
 }
 
 #[derive(Deserialize)]
@@ -203,15 +224,19 @@ fn fire(
         return;
     }
     outstanding.fetch_add(1, Ordering::SeqCst);
-    let body = load.replay.body(first_row, shot.rows as usize, load.policy.tier(), shot.budget_ms as f64);
+    let body = match load.protocol {
+        Protocol::V1 => load.replay.body(first_row, shot.rows as usize, load.policy.tier(), shot.budget_ms as f64),
+        Protocol::V2 { .. } => load.replay.v2_body(first_row, shot.rows as usize),
+    };
     // The lag counts building the body: it is time the request spends in the generator after its schedule.
     let lag_us = sched.elapsed().as_micros().min(u32::MAX as u128) as u32;
     let shot = Shot { lag_us, ..shot };
     let req = client.post(&load.url).header("content-type", "application/json").body(body).timeout(load.timeout);
     let (collected, outstanding, connections) = (collected.clone(), outstanding.clone(), load.connections.clone());
+    let protocol = load.protocol;
     rt.spawn(async move {
         let permit = connections.acquire_owned().await.expect("connection semaphore is never closed");
-        let (status, answer) = send(req).await;
+        let (status, answer) = send(req, protocol).await;
         drop(permit);
         let latency_us = sched.elapsed().as_micros() as u64;
         let mut c = collected.lock().expect("collector");
@@ -230,7 +255,7 @@ fn fire(
     });
 }
 
-async fn send(req: reqwest::RequestBuilder) -> (u16, Option<Answer>) {
+async fn send(req: reqwest::RequestBuilder, protocol: Protocol) -> (u16, Option<Answer>) {
     let resp = match req.send().await {
         Ok(r) => r,
         Err(e) if e.is_timeout() => return (CLIENT_TIMEOUT, None),
@@ -238,12 +263,23 @@ async fn send(req: reqwest::RequestBuilder) -> (u16, Option<Answer>) {
     };
     let status = resp.status().as_u16();
     match resp.bytes().await {
-        Ok(b) if status == 200 => match serde_json::from_slice::<Answer>(&b) {
-            Ok(a) => (200, Some(a)),
-            Err(_) => (TRANSPORT_ERROR, None),
+        Ok(b) if status == 200 => match parse(&b, protocol) {
+            Some(a) => (200, Some(a)),
+            None => (TRANSPORT_ERROR, None),
         },
         Ok(_) => (status, None),
         Err(e) if e.is_timeout() => (CLIENT_TIMEOUT, None),
         Err(_) => (TRANSPORT_ERROR, None),
+    }
+}
+
+fn parse(body: &[u8], protocol: Protocol) -> Option<Answer> {
+    match protocol {
+        Protocol::V1 => serde_json::from_slice(body).ok(),
+        Protocol::V2 { tier } => {
+            let mut v2: V2Answer = serde_json::from_slice(body).ok()?;
+            let probabilities = (!v2.outputs.is_empty()).then(|| v2.outputs.swap_remove(0).data)?;
+            Some(Answer { served_by: tier.into(), probabilities, server_time_us: 0.0, inference_time_us: 0.0 })
+        }
     }
 }

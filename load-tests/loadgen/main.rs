@@ -16,12 +16,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use driver::{run_segments, Collected, Load, Segment, Shot};
+use driver::{run_segments, Collected, Load, Protocol, Segment, Shot};
 use ensemble_serve::artifact::Artifact;
 use ensemble_serve::runtime::GraphSession;
 use replay::Replay;
 use report::RunResults;
-use scenario::{Policy, Scenario};
+use scenario::{Policy, Scenario, Target};
 use stats::{summarise, timeline, PhaseInfo};
 
 #[derive(Parser)]
@@ -77,6 +77,12 @@ struct RunArgs {
     /// Hide progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Python of the peers' venv (scripts/setup installs it).
+    #[arg(long, env = "ENSEMBLE_SERVE_PEERS_PYTHON")]
+    peers_python: Option<PathBuf>,
+    /// Directory of the peers' scripts.
+    #[arg(long, default_value = "load-tests/peers")]
+    peers_dir: PathBuf,
     /// Also write every request (policy, phase, scheduled ms, rows, status, latency, server time, send lag)
     /// to this CSV file, for looking at single requests.
     #[arg(long)]
@@ -106,41 +112,50 @@ fn run(cli: Cli) -> Result<()> {
     let rates = sc.rates(args.capacity).map_err(anyhow::Error::msg)?;
     let replay = Replay::load(&sc.dataset, &args.data_dir, sc.split, sc.instances_per_request, &sc.context_fields)
         .map_err(anyhow::Error::msg)?;
+    if args.target.is_some() && sc.targets.iter().any(|&t| t != Target::Serve) {
+        bail!("--target measures one running server; a scenario with peers starts each of them itself");
+    }
     let (offline, floors, floor_session) = offline_and_floors(&args, &replay)?;
-    let spawned = match &args.target {
-        Some(t) => {
-            server::check_loopback(t).map_err(anyhow::Error::msg)?;
-            None
-        }
-        None => Some(spawn(&args, &sc)?),
-    };
-    let base = spawned.as_ref().map_or_else(|| args.target.clone().unwrap_or_default(), |s| s.base.clone());
-    let rss = spawned.as_ref().map(|s| server::RssSampler::start(s.pid(), Duration::from_secs(1)));
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(usize::MAX).tcp_nodelay(true).build()?;
-    let url = format!("{base}/v1/models/{}/score", args.model);
-    let (mut phases, timelines) =
-        drive(&args, &sc, &rates, &replay, (&offline, &floors, &floor_session), &rt, &client, &url)?;
+    let (mut phases, mut timelines, mut rss_kib, mut bases) = (Vec::new(), BTreeMap::new(), Vec::new(), Vec::new());
+    for &target in &sc.targets {
+        let spawned = match &args.target {
+            Some(t) => {
+                server::check_loopback(t).map_err(anyhow::Error::msg)?;
+                None
+            }
+            None => Some(spawn(&args, &sc, target)?),
+        };
+        let base = spawned.as_ref().map_or_else(|| args.target.clone().unwrap_or_default(), |s| s.base.clone());
+        let ours = target == Target::Serve;
+        let rss = spawned.as_ref().filter(|_| ours).map(|s| server::RssSampler::start(s.pid(), Duration::from_secs(1)));
+        let ctx = Ctx { args: &args, sc: &sc, rates: &rates, replay: &replay, rt: &rt, client: &client };
+        let (p, t) = drive(&ctx, target, &base, (&offline, &floors, &floor_session))?;
+        phases.extend(p);
+        timelines.extend(t);
+        rss_kib.extend(rss.map(|r| r.finish()).unwrap_or_default());
+        if let Some(s) = spawned {
+            let status = s.stop().map_err(anyhow::Error::msg)?;
+            if ours && !status.success() {
+                bail!("the server exited with {status} after the run");
+            }
+        }
+        bases.push(format!("{} {base}", target.name()));
+    }
     // The machine's speed drifts: floors timed again after the run, and the ideal server gets the faster of
     // the two at each size (the more demanding floor).
     let after = floor_session.measure(&replay)?;
     let floors = FloorRecord::new(floors, after);
     for x in &mut phases {
-        let policy = if x.policy == Policy::Student.name() { Policy::Student } else { Policy::Ensemble };
+        let policy = if x.policy.ends_with(Policy::Student.name()) { Policy::Student } else { Policy::Ensemble };
         x.ideal_p99_ms = stats::ideal_p99_ms(&x.trace, &|rows| floors.best.service_us(policy, rows));
-    }
-    let rss_kib = rss.map(|r| r.finish()).unwrap_or_default();
-    if let Some(s) = spawned {
-        let status = s.stop().map_err(anyhow::Error::msg)?;
-        if !status.success() {
-            bail!("the server exited with {status} after the run");
-        }
     }
     let mut results = RunResults {
         started_utc: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         machine: machine(),
-        target: base,
+        target: bases.join(", "),
         model: args.model.clone(),
         capacity_rps: args.capacity,
         phases,
@@ -158,12 +173,27 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn spawn(args: &RunArgs, sc: &Scenario) -> Result<server::Spawned> {
+fn spawn(args: &RunArgs, sc: &Scenario, target: Target) -> Result<server::Spawned> {
+    let log = std::env::temp_dir().join(format!("loadgen-{}-{}.log", sc.name, target.name()));
+    if target != Target::Serve {
+        let python = args.peers_python.as_deref().context(
+            "peers need the setup's peers venv: run scripts/setup and source its env.sh (ENSEMBLE_SERVE_PEERS_PYTHON)",
+        )?;
+        return server::Spawned::start_peer(server::PeerOptions {
+            target,
+            python,
+            peers_dir: &args.peers_dir,
+            models_dir: &args.models_dir,
+            model: &args.model,
+            log,
+            cpus: &sc.server_cpus,
+        })
+        .map_err(anyhow::Error::msg);
+    }
     let serve_bin = match &args.serve_bin {
         Some(b) => b.clone(),
         None => std::env::current_exe()?.with_file_name("serve"),
     };
-    let log = std::env::temp_dir().join(format!("loadgen-{}-server.log", sc.name));
     server::Spawned::start(server::SpawnOptions {
         serve_bin: &serve_bin,
         base_config: &args.server_config,
@@ -262,26 +292,44 @@ fn offline_and_floors(args: &RunArgs, replay: &Replay) -> Result<(Vec<f32>, Floo
 
 type Timelines = BTreeMap<String, Vec<stats::Window>>;
 
-#[allow(clippy::too_many_arguments)]
+/// What every run of a scenario shares.
+struct Ctx<'a> {
+    args: &'a RunArgs,
+    sc: &'a Scenario,
+    rates: &'a [f64],
+    replay: &'a Replay,
+    rt: &'a tokio::runtime::Runtime,
+    client: &'a reqwest::Client,
+}
+
+/// Where `policy`'s requests go on `target` (at `base`), and in which format.
+fn endpoint(target: Target, policy: Policy, base: &str, model: &str) -> (String, Protocol) {
+    match target {
+        Target::Triton => (format!("{base}/v2/models/{}/infer", policy.name()), Protocol::V2 { tier: policy.name() }),
+        Target::Serve | Target::Fastapi => (format!("{base}/v1/models/{model}/score"), Protocol::V1),
+    }
+}
+
+/// Runs every policy `target` supports against it.
 fn drive(
-    args: &RunArgs,
-    sc: &Scenario,
-    rates: &[f64],
-    replay: &Replay,
+    ctx: &Ctx,
+    target: Target,
+    base: &str,
     (offline, floors, floor_session): (&[f32], &Floors, &FloorSession),
-    rt: &tokio::runtime::Runtime,
-    client: &reqwest::Client,
-    url: &str,
 ) -> Result<(Vec<stats::PhaseResult>, Timelines)> {
+    let Ctx { args, sc, rates, replay, rt, client } = *ctx;
     let budgets = sc.budget_mix();
     // Ranking replays: the merged rows are scored offline after each phase, with a session of their own.
     let ranking_session =
         if replay.is_ranking() { Some(std::sync::Mutex::new(floor_session.ensemble_session()?)) } else { None };
     let (mut results, mut timelines) = (Vec::new(), BTreeMap::new());
     let mut next_request = 0u64;
-    for &policy in &sc.policies {
+    for policy in sc.policies.iter().copied().filter(|&p| target.runs(p)) {
+        let label = target.label(policy);
+        let (url, protocol) = endpoint(target, policy, base, &args.model);
         let load = Load {
-            url: url.to_string(),
+            url,
+            protocol,
             replay,
             policy,
             budgets: &budgets,
@@ -305,8 +353,7 @@ fn drive(
             let shots: Vec<_> = c.shots.iter().filter(|s| s.phase as usize == i).collect();
             let p = &sc.phases[i];
             let name = if p.name.is_empty() { format!("{:.0} rps", rates[i]) } else { p.name.clone() };
-            let info =
-                PhaseInfo { policy: policy.name(), phase: &name, offered_rps: rates[i], duration_s: p.duration_s };
+            let info = PhaseInfo { policy: &label, phase: &name, offered_rps: rates[i], duration_s: p.duration_s };
             let service = |rows: usize| floors.service_us(policy, rows);
             let n = offline.len();
             let per_row = |s: &Shot| (0..s.rows as usize).map(|j| offline[(s.first_row as usize + j) % n]).collect();
@@ -318,24 +365,24 @@ fn drive(
             summarise(info, &shots, c, &replay.labels, Some(offline), Some(&service))
         };
         if sc.continuous {
-            let bar = progress(args.quiet, policy, &segments);
+            let bar = progress(args.quiet, &label, &segments);
             let c = run_segments(rt, client, &load, &segments, &mut next_request, &bar);
             bar.finish_and_clear();
-            append_shots(args.shots.as_deref(), policy, &c);
+            append_shots(args.shots.as_deref(), &label, &c);
             results.extend((0..segments.len()).map(|i| summary(&c, i)));
-            timelines.insert(policy.name().to_string(), timeline(&c.shots, &c.tiers, sc.window_ms));
+            timelines.insert(label.clone(), timeline(&c.shots, &c.tiers, sc.window_ms));
             continue;
         }
         for seg in &segments {
-            let bar = progress(args.quiet, policy, std::slice::from_ref(seg));
+            let bar = progress(args.quiet, &label, std::slice::from_ref(seg));
             let c = run_segments(rt, client, &load, std::slice::from_ref(seg), &mut next_request, &bar);
             bar.finish_and_clear();
-            append_shots(args.shots.as_deref(), policy, &c);
+            append_shots(args.shots.as_deref(), &label, &c);
             let r = summary(&c, seg.phase as usize);
             let stop = sc.stop.as_ref().is_some_and(|s| report::breaks(&r, s));
             eprintln!(
                 "{} {:>8.0} rps: p99 {:?} ms, ok {}/{}",
-                policy.name(),
+                label,
                 seg.rate,
                 r.latency.as_ref().map(|l| l.p99_ms),
                 r.answered_ok,
@@ -359,7 +406,7 @@ fn warm_up(rt: &tokio::runtime::Runtime, client: &reqwest::Client, load: &Load, 
     std::thread::sleep(Duration::from_millis(300));
 }
 
-fn progress(quiet: bool, policy: Policy, segments: &[Segment]) -> indicatif::ProgressBar {
+fn progress(quiet: bool, label: &str, segments: &[Segment]) -> indicatif::ProgressBar {
     if quiet {
         return indicatif::ProgressBar::hidden();
     }
@@ -370,7 +417,7 @@ fn progress(quiet: bool, policy: Policy, segments: &[Segment]) -> indicatif::Pro
             .expect("template")
             .progress_chars("=> "),
     );
-    bar.set_message(format!("{} @ {:.0} rps", policy.name(), segments[0].rate));
+    bar.set_message(format!("{label} @ {:.0} rps", segments[0].rate));
     bar
 }
 
@@ -383,12 +430,15 @@ fn machine() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cpu}, {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()))
+    // Online CPUs, not this (pinned) process's share of them.
+    // SAFETY: sysconf with a valid name.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    format!("{cpu}, {online} cores")
 }
 
 /// Appends `c`'s requests to the `--shots` CSV (the header when the file is new); a failure is logged, not
 /// fatal: the run's summary does not depend on it.
-fn append_shots(path: Option<&std::path::Path>, policy: Policy, c: &Collected) {
+fn append_shots(path: Option<&std::path::Path>, label: &str, c: &Collected) {
     use std::io::Write;
     let Some(path) = path else { return };
     let write = || -> std::io::Result<()> {
@@ -400,7 +450,7 @@ fn append_shots(path: Option<&std::path::Path>, policy: Policy, c: &Collected) {
         for s in &c.shots {
             let sched_ms = s.sched_ns as f64 / 1e6;
             let (p, r, st, l, sv, run) = (s.phase, s.rows, s.status, s.latency_us, s.server_us, s.run_us);
-            writeln!(f, "{},{p},{sched_ms:.3},{r},{st},{l},{sv},{run},{}", policy.name(), s.lag_us)?;
+            writeln!(f, "{label},{p},{sched_ms:.3},{r},{st},{l},{sv},{run},{}", s.lag_us)?;
         }
         f.flush()
     };

@@ -92,7 +92,7 @@ fn tier_share(
 pub fn write_all(r: &RunResults, dir: &Path) -> Result<Vec<String>, String> {
     ensemble_serve::plot::register_font().map_err(|e| e.to_string())?;
     let mut written = Vec::new();
-    let policies: Vec<&str> = r.policies();
+    let policies: Vec<String> = r.policies();
     if !r.scenario.continuous && r.scenario.phases.len() > 1 {
         let mut lat = Vec::new();
         let mut auc = Vec::new();

@@ -17,6 +17,10 @@ pub struct Replay {
     objects: Vec<serde_json::Map<String, serde_json::Value>>,
     pub labels: Vec<f32>,
     pub per_request: usize,
+    /// KServe v2 bodies: each field's name (JSON-quoted) and whether it is a context field, and per row each
+    /// field's value as a JSON string.
+    v2_fields: Vec<(String, bool)>,
+    v2_cells: Vec<Vec<String>>,
 }
 
 impl Replay {
@@ -51,8 +55,21 @@ impl Replay {
                 inst.objects.iter().map(|o| part(o, false)).collect(),
             )
         });
-        let context_fields = context_fields.to_vec();
-        Ok(Self { rows, ranking, context_fields, objects: inst.objects, labels: inst.labels, per_request })
+        let ranking_off = ranking.is_none();
+        let names: Vec<&str> = spec.fields.iter().map(|f| f.name.as_str()).collect();
+        let v2_cells = inst.objects.iter().map(|o| names.iter().map(|f| bytes_element(&o[*f])).collect()).collect();
+        let is_context = |f: &str| !ranking_off && context_fields.iter().any(|c| c == f);
+        let v2_fields = names.iter().map(|f| (serde_json::Value::from(*f).to_string(), is_context(f))).collect();
+        Ok(Self {
+            rows,
+            ranking,
+            context_fields: context_fields.to_vec(),
+            objects: inst.objects,
+            labels: inst.labels,
+            per_request,
+            v2_fields,
+            v2_cells,
+        })
     }
 
     /// First row of request `i`; its rows are `first .. first + per_request` modulo the split.
@@ -99,6 +116,28 @@ impl Replay {
             b.push('"');
         }
         b.push('}');
+        b.into_bytes()
+    }
+
+    /// A KServe v2 JSON body of the same rows: one BYTES input of shape [n, 1] per field. Ranking replays
+    /// repeat the context's values on every row (Triton batches every input along one dimension).
+    pub fn v2_body(&self, first: u32, n: usize) -> Vec<u8> {
+        use std::fmt::Write as _;
+        let mut b = String::with_capacity(64 + n * self.rows[0].len());
+        b.push_str("{\"inputs\":[");
+        for (f, (name, context)) in self.v2_fields.iter().enumerate() {
+            let sep = if f > 0 { "," } else { "" };
+            let _ = write!(b, "{sep}{{\"name\":{name},\"shape\":[{n},1],\"datatype\":\"BYTES\",\"data\":[");
+            for j in 0..n {
+                if j > 0 {
+                    b.push(',');
+                }
+                let row = if *context { first as usize } else { self.row(first, j) };
+                b.push_str(&self.v2_cells[row][f]);
+            }
+            b.push_str("]}");
+        }
+        b.push_str("]}");
         b.into_bytes()
     }
 
@@ -172,5 +211,14 @@ impl Replay {
             scores.extend(p);
         }
         Ok(scores)
+    }
+}
+
+/// A raw value as one element of a BYTES tensor: its text as a JSON string (numbers by their decimal form).
+fn bytes_element(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(_) => v.to_string(),
+        serde_json::Value::Null => "\"\"".into(),
+        other => serde_json::Value::from(other.to_string()).to_string(),
     }
 }

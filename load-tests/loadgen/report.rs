@@ -38,8 +38,9 @@ pub struct Verdicts {
 }
 
 impl RunResults {
-    pub fn policies(&self) -> Vec<&str> {
-        self.scenario.policies.iter().map(|p| p.name()).collect()
+    /// The labels of the runs (policy names; `<peer>:<policy>` for peers), in run order.
+    pub fn policies(&self) -> Vec<String> {
+        self.scenario.runs().into_iter().map(|(t, p)| t.label(p)).collect()
     }
 
     pub fn judge(&mut self) {
@@ -48,7 +49,7 @@ impl RunResults {
             for p in self.policies() {
                 let ok = self.phases.iter().filter(|x| x.policy == p).take_while(|x| !breaks(x, stop));
                 let best = ok.filter(|x| x.ok_rps >= 0.95 * x.offered_rps).map(|x| x.offered_rps).fold(0.0, f64::max);
-                v.sustained_rps.insert(p.to_string(), best);
+                v.sustained_rps.insert(p, best);
             }
         }
         if self.scenario.continuous && self.scenario.phases.len() >= 3 {

@@ -29,6 +29,11 @@ pub struct Scenario {
     pub arrival: Arrival,
     #[serde(default = "default_policies")]
     pub policies: Vec<Policy>,
+    /// Servers measured one after the other on the same cores and traffic: this one, and the peers on the
+    /// same artifact (load-tests/peers/). Peers serve fixed tiers, so they run the ensemble and student
+    /// policies only.
+    #[serde(default = "default_targets")]
+    pub targets: Vec<Target>,
     /// Budget mix: each request draws one by share; empty = every request 10 ms.
     #[serde(default)]
     pub budgets: Vec<BudgetShare>,
@@ -106,6 +111,39 @@ impl Policy {
     }
 }
 
+/// Which server a run measures.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// ensemble-serve itself (`serve run`).
+    Serve,
+    /// FastAPI + uvicorn + onnxruntime (load-tests/peers/fastapi_peer.py), same /v1 requests.
+    Fastapi,
+    /// NVIDIA Triton via PyTriton with its dynamic batcher (load-tests/peers/triton_peer.py), KServe v2 JSON.
+    Triton,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Serve => "serve",
+            Target::Fastapi => "fastapi",
+            Target::Triton => "triton",
+        }
+    }
+    /// Whether this server can run `policy` (peers have no budget routing).
+    pub fn runs(self, policy: Policy) -> bool {
+        self == Target::Serve || policy != Policy::Budget
+    }
+    /// How a run of `policy` on this server is labelled in results (ours keeps the bare policy name).
+    pub fn label(self, policy: Policy) -> String {
+        match self {
+            Target::Serve => policy.name().to_string(),
+            peer => format!("{}:{}", peer.name(), policy.name()),
+        }
+    }
+}
+
 /// A normal distribution of rows per request, rounded and clipped to `min..=max`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +193,9 @@ fn one() -> usize {
 fn default_policies() -> Vec<Policy> {
     vec![Policy::Budget]
 }
+fn default_targets() -> Vec<Target> {
+    vec![Target::Serve]
+}
 fn default_seed() -> u64 {
     7
 }
@@ -180,8 +221,8 @@ impl Scenario {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.phases.is_empty() || self.policies.is_empty() {
-            return Err("a scenario needs at least one phase and one policy".into());
+        if self.phases.is_empty() || self.runs().is_empty() {
+            return Err("a scenario needs at least one phase and one policy its targets can run".into());
         }
         if let Some(d) = self.rows_per_request {
             if !(d.mean.is_finite() && d.sd.is_finite() && d.sd >= 0.0 && d.min >= 1 && d.max >= d.min) {
@@ -207,6 +248,12 @@ impl Scenario {
             return Err("every budget needs share > 0 and ms >= 0".into());
         }
         Ok(())
+    }
+
+    /// (server, policy) pairs in run order: each target runs every policy it supports.
+    pub fn runs(&self) -> Vec<(Target, Policy)> {
+        let pairs = self.targets.iter().flat_map(|&t| self.policies.iter().map(move |&p| (t, p)));
+        pairs.filter(|&(t, p)| t.runs(p)).collect()
     }
 
     /// Phase rates in requests/s, resolving `rate_x` against `capacity`.

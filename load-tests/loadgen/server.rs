@@ -1,5 +1,7 @@
 //! The server under test: either spawned here (the real `serve` binary on a free loopback port, its config
-//! from config/server.toml plus the scenario's overrides) or an existing loopback address.
+//! from config/server.toml plus the scenario's overrides, or a peer from load-tests/peers/ on the same
+//! artifact and cores) or an existing loopback address.
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +12,22 @@ use std::time::{Duration, Instant};
 pub struct Spawned {
     child: Child,
     pub base: String,
-    _config: tempfile::NamedTempFile,
+    _config: Option<tempfile::NamedTempFile>,
     pub log: PathBuf,
+    /// Peers run in their own process group (Triton's server and Python stubs are grandchildren): the
+    /// signal goes to the whole group.
+    group: bool,
+}
+
+/// A peer to start: its script in `peers_dir`, run by `python` (the setup's peers venv).
+pub struct PeerOptions<'a> {
+    pub target: crate::scenario::Target,
+    pub python: &'a Path,
+    pub peers_dir: &'a Path,
+    pub models_dir: &'a Path,
+    pub model: &'a str,
+    pub log: PathBuf,
+    pub cpus: &'a [usize],
 }
 
 pub struct SpawnOptions<'a> {
@@ -49,40 +65,68 @@ impl Spawned {
             Err(e) => return Err(format!("{}: {e}", o.base_config.display())),
         };
         table.extend(o.overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
+        let port = free_port()?;
         table.insert("bind".into(), format!("127.0.0.1:{port}").into());
         table.insert("models_dir".into(), o.models_dir.display().to_string().into());
+        // The generator speaks HTTP; a fixed gRPC port would collide between concurrent servers.
+        table.entry("grpc_bind").or_insert_with(|| "".into());
         let config = tempfile::Builder::new().suffix(".toml").tempfile().map_err(|e| e.to_string())?;
         std::fs::write(config.path(), toml::to_string(&table).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
         let log = std::fs::File::create(&o.log).map_err(|e| format!("{}: {e}", o.log.display()))?;
         let mut command = Command::new(o.serve_bin);
         command.args(["run", "--config"]).arg(config.path()).stdout(Stdio::null()).stderr(log);
-        // Not the generator's own pinning, which the child would otherwise inherit.
-        // SAFETY: sysconf with a valid name.
-        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
-        let cpus = if o.cpus.is_empty() { (0..online).collect() } else { o.cpus.to_vec() };
-        // SAFETY: between fork and exec the child only calls sched_setaffinity (async-signal-safe).
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, move || pin(&cpus));
-        }
+        pin_child(&mut command, o.cpus);
         let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", o.serve_bin.display()))?;
-        let mut s = Self { child, base: format!("http://127.0.0.1:{port}"), _config: config, log: o.log };
-        s.wait_ready(Duration::from_secs(60))?;
+        let base = format!("http://127.0.0.1:{port}");
+        let mut s = Self { child, base, _config: Some(config), log: o.log, group: false };
+        s.wait_ready(&["/readyz"], Duration::from_secs(60))?;
         Ok(s)
     }
 
-    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+    /// Starts a peer (FastAPI or Triton) on free loopback ports, pinned like our server, and waits until
+    /// both of its tiers answer ready.
+    pub fn start_peer(o: PeerOptions) -> Result<Self, String> {
+        use crate::scenario::Target;
+        let port = free_port()?;
+        let models_dir = std::fs::canonicalize(o.models_dir).map_err(|e| format!("{}: {e}", o.models_dir.display()))?;
+        let mut command = Command::new(o.python);
+        command.current_dir(o.peers_dir);
+        let ready: &[&str] = match o.target {
+            Target::Fastapi => {
+                let workers = if o.cpus.is_empty() { online_cpus() } else { o.cpus.len() };
+                command.arg("fastapi_peer.py").args(["--port", &port.to_string(), "--workers", &workers.to_string()]);
+                &["/readyz"]
+            }
+            Target::Triton => {
+                let (grpc, metrics) = (free_port()?, free_port()?);
+                command.arg("triton_peer.py").args(["--http-port", &port.to_string()]);
+                command.args(["--grpc-port", &grpc.to_string(), "--metrics-port", &metrics.to_string()]);
+                &["/v2/models/ensemble/ready", "/v2/models/student/ready"]
+            }
+            Target::Serve => return Err("start_peer starts peers only".into()),
+        };
+        command.args(["--models-dir".as_ref(), models_dir.as_os_str()]).args(["--model", o.model]);
+        let log = std::fs::File::create(&o.log).map_err(|e| format!("{}: {e}", o.log.display()))?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        command.stdout(log).stderr(err).process_group(0);
+        pin_child(&mut command, o.cpus);
+        let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", o.python.display()))?;
+        let base = format!("http://127.0.0.1:{port}");
+        let mut s = Self { child, base, _config: None, log: o.log, group: true };
+        s.wait_ready(ready, Duration::from_secs(120))?;
+        Ok(s)
+    }
+
+    fn wait_ready(&mut self, paths: &[&str], limit: Duration) -> Result<(), String> {
         let start = Instant::now();
-        let url = format!("{}/readyz", self.base);
+        let urls: Vec<String> = paths.iter().map(|p| format!("{}{p}", self.base)).collect();
         while start.elapsed() < limit {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("server exited ({status}) before ready; see {}", self.log.display()));
             }
-            if ensemble_serve::serve::probe::ready(&url, Duration::from_secs(2)).is_ok() {
+            let ready = |url: &String| ensemble_serve::serve::probe::ready(url, Duration::from_secs(2)).is_ok();
+            if urls.iter().all(ready) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -96,24 +140,56 @@ impl Spawned {
 
     /// SIGTERM, then waits for the drain; returns the exit status.
     pub fn stop(mut self) -> Result<std::process::ExitStatus, String> {
-        terminate(self.child.id());
+        self.terminate();
         self.child.wait().map_err(|e| e.to_string())
+    }
+
+    /// SIGTERM to the server (a peer's whole process group, SIGKILL after 30 s: Triton's stubs may linger).
+    fn terminate(&mut self) {
+        let pid = self.child.id() as libc::pid_t;
+        if !self.group {
+            // SAFETY: kill(2) on a child we spawned; no memory is touched.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            return;
+        }
+        // SAFETY: kill(2) on the process group our child leads; no memory is touched.
+        unsafe { libc::kill(-pid, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SAFETY: as above; whatever of the group is left is killed.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
 }
 
 impl Drop for Spawned {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            terminate(self.child.id());
+            self.terminate();
             let _ = self.child.wait();
         }
     }
 }
 
-fn terminate(pid: u32) {
-    // SAFETY: kill(2) on a child we spawned; no memory is touched.
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+fn online_cpus() -> usize {
+    // SAFETY: sysconf with a valid name.
+    unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize
+}
+
+/// Runs the child on `cpus` (all when empty): not the generator's own pinning, which it would inherit.
+fn pin_child(command: &mut Command, cpus: &[usize]) {
+    let cpus = if cpus.is_empty() { (0..online_cpus()).collect() } else { cpus.to_vec() };
+    // SAFETY: between fork and exec the child only calls sched_setaffinity (async-signal-safe).
     unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        std::os::unix::process::CommandExt::pre_exec(command, move || pin(&cpus));
     }
 }
 

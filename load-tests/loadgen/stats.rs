@@ -157,7 +157,10 @@ pub fn summarise(
         let lat = s.latency_us.max(1);
         if s.status == 200 {
             ok_h.saturating_record(lat);
-            server_h.saturating_record(u64::from(s.server_us).max(1));
+            // 0: the server reports no time of its own (Triton's KServe v2 answers).
+            if s.server_us > 0 {
+                server_h.saturating_record(u64::from(s.server_us));
+            }
             *tiers.entry(c.tiers[s.tier as usize].clone()).or_insert(0u64) += 1;
             if lat as f64 <= s.budget_ms as f64 * 1000.0 {
                 met += 1;

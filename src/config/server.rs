@@ -11,6 +11,8 @@ use crate::runtime::Provider;
 pub struct ServerConfig {
     /// Address the HTTP server listens on.
     pub bind: String,
+    /// Address the KServe v2 gRPC server listens on; empty = no gRPC.
+    pub grpc_bind: String,
     /// Directory holding `<name>/<version>/` model artifacts.
     pub models_dir: PathBuf,
     /// Model served by `/v1/score`.
@@ -66,6 +68,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1:8080".into(),
+            grpc_bind: String::new(),
             models_dir: "models".into(),
             default_model: "default".into(),
             ort_library: None,

@@ -216,6 +216,10 @@ fn write_graph(
         .graph
         .as_ref()
         .map_or(0, |gr| gr.initializer.iter().map(|t| t.dims.iter().product::<i64>().max(1) as u64).sum());
+    // Recorded from the graph itself: fewer than two MLP students leave nothing to fuse.
+    let fused = model.graph.as_ref().is_some_and(|gr| {
+        gr.initializer.iter().any(|t| t.name.as_deref().is_some_and(|n| n.starts_with("fused_sizes")))
+    });
     let bytes = to_bytes(&model);
     let file = graph_file(kind, index, precision);
     let path = dir.join(&file);
@@ -234,6 +238,7 @@ fn write_graph(
         int8_weights: int8.then_some(opts.int8_weights),
         int8_activations: int8.then_some(opts.int8_activations),
         u8_embeddings: graph.rowwise_u8_embeddings,
+        fused_first_layers: fused,
         parameters,
         file_bytes: bytes.len() as u64,
         blake3: blake3::hash(&bytes).to_hex().to_string(),

@@ -1,11 +1,13 @@
 //! The inference server: ONNX Runtime sessions per graph behind batching queues, latency-budget routing,
-//! an axum HTTP surface, Prometheus metrics, graceful shutdown.
+//! an axum HTTP surface and a KServe v2 gRPC one over one scoring pipeline, Prometheus metrics, graceful
+//! shutdown.
 pub mod arrival;
 pub mod batcher;
 mod cooldown;
 mod deadline;
 pub mod decode;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod idle_spin;
 pub mod metrics;
@@ -120,14 +122,36 @@ pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfi
         spinners
     });
     tokio::spawn(reload_on_sighup(state.clone()));
-    let app = http::router(state, cfg.body_limit_bytes);
-    let listener = tokio::net::TcpListener::bind(&cfg.bind)
-        .await
-        .map_err(|error| ServeError::Bind { addr: cfg.bind.clone(), error })?;
+    let bind = |addr: String| async move {
+        tokio::net::TcpListener::bind(&addr).await.map_err(|error| ServeError::Bind { addr, error })
+    };
+    let listener = bind(cfg.bind.clone()).await?;
+    let grpc_listener = match cfg.grpc_bind.is_empty() {
+        true => None,
+        false => Some(bind(cfg.grpc_bind.clone()).await?),
+    };
+    // One signal stops both front ends; each lets its in-flight calls finish.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let grpc = grpc_listener.map(|l| {
+        tracing::info!(addr = ?l.local_addr(), "gRPC (KServe v2) listening");
+        tokio::spawn(grpc::serve(state.clone(), l, cfg.body_limit_bytes, until_stopped(stopped.clone())))
+    });
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    let listener = arrival::StampedListener(listener);
-    let app = app.into_make_service_with_connect_info::<arrival::RxClock>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    let app = http::router(state, cfg.body_limit_bytes).into_make_service_with_connect_info::<arrival::RxClock>();
+    axum::serve(arrival::StampedListener(listener), app).with_graceful_shutdown(until_stopped(stopped)).await?;
+    if let Some(Ok(Err(e))) = match grpc {
+        Some(task) => Some(task.await),
+        None => None,
+    } {
+        tracing::error!(error = %e, "gRPC server stopped with an error");
+    }
     tracing::info!("shut down: in-flight requests answered");
     Ok(())
 }

@@ -69,3 +69,19 @@ pub fn metric_sum(state: &AppState, prefix: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// Posts raw bytes with `headers`; returns the status, the answer's headers and its bytes.
+pub async fn post_bytes(
+    router: &Router,
+    uri: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> (u16, axum::http::HeaderMap, Vec<u8>) {
+    let mut req = Request::builder().method("POST").uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let answer = router.clone().oneshot(req.body(Body::from(body)).expect("request")).await.expect("infallible");
+    let (status, headers) = (answer.status().as_u16(), answer.headers().clone());
+    (status, headers, answer.into_body().collect().await.expect("body").to_bytes().to_vec())
+}

@@ -11,9 +11,12 @@ use super::error::ScoringError;
 use crate::features::json::ValueSeed;
 use crate::features::Encoder;
 
+mod binary;
+mod tensors;
 mod v1;
 mod v2;
 
+pub use tensors::{encode_tensors, Tensor, Values};
 pub use v1::{decode_v1, BodyOptions};
 pub use v2::{decode_v2, V2Meta};
 
@@ -69,7 +72,12 @@ impl<'e> RowsBuilder<'e> {
 
     /// The failure a visitor recorded, else `fallback` (serde's own: syntax or shape).
     pub fn take_failure(&self, fallback: &serde_json::Error) -> ScoringError {
-        self.failure.borrow_mut().take().unwrap_or_else(|| ScoringError::from_json(fallback))
+        self.take_failure_or(|| ScoringError::from_json(fallback))
+    }
+
+    /// The failure a visitor recorded, else `fallback()`.
+    pub fn take_failure_or(&self, fallback: impl FnOnce() -> ScoringError) -> ScoringError {
+        self.failure.borrow_mut().take().unwrap_or_else(fallback)
     }
 
     /// A seed that decodes one JSON object of field values into `row` (an index, or the context).

@@ -1,13 +1,15 @@
-//! A KServe v2 (Open Inference Protocol) JSON infer request: one tensor per field, shape `[N]` or `[N, 1]`;
-//! a tensor of shape `[1]` (or `[1, 1]`) beside longer ones applies to every row, like a v1 context field.
+//! A KServe v2 (Open Inference Protocol) infer request: one tensor per field, shape `[N]` or `[N, 1]`; a
+//! tensor of shape `[1]` (or `[1, 1]`) beside longer ones applies to every row, like a v1 context field.
+//! Tensors come as JSON `data` or, with the binary tensor data extension, as `binary_data_size` bytes after
+//! the JSON header (BYTES elements: a 4-byte little-endian length, then the bytes; numbers little-endian).
 use std::borrow::Cow;
 
-use serde::de::DeserializeSeed;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::{BodyOptions, DecodeLimits, Encoded, RowsBuilder};
+use super::tensors::{encode_tensors, Tensor, Values};
+use super::{BodyOptions, DecodeLimits, Encoded};
 use crate::features::Encoder;
 use crate::serve::error::ScoringError;
 
@@ -19,8 +21,8 @@ struct Request<'a> {
     inputs: Vec<Input<'a>>,
     #[serde(default)]
     parameters: Map<String, Value>,
-    #[serde(default, rename = "outputs")]
-    _outputs: serde::de::IgnoredAny,
+    #[serde(default)]
+    outputs: Vec<OutputRequest>,
 }
 
 #[derive(Deserialize)]
@@ -30,71 +32,92 @@ struct Input<'a> {
     shape: Vec<i64>,
     #[serde(borrow)]
     datatype: Cow<'a, str>,
-    #[serde(borrow)]
-    data: &'a RawValue,
-    #[serde(default, rename = "parameters")]
-    _parameters: serde::de::IgnoredAny,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    parameters: TensorParameters,
 }
 
-/// What a v2 answer echoes.
+#[derive(Deserialize, Default)]
+struct TensorParameters {
+    #[serde(default)]
+    binary_data_size: Option<usize>,
+    #[serde(default)]
+    binary_data: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct OutputRequest {
+    name: String,
+    #[serde(default)]
+    parameters: TensorParameters,
+}
+
+/// What a v2 answer echoes, and how it writes the output.
 #[derive(Debug, Clone, Default)]
 pub struct V2Meta {
     pub id: Option<String>,
+    /// The output goes as raw bytes after the JSON header (`binary_data_output`, or the output's
+    /// `binary_data`).
+    pub binary_output: bool,
 }
 
-/// Decodes and encodes a v2 JSON infer request; `parameters` may carry `latency_budget_ms`, `tier` and
-/// `timeout_ms`.
+/// Decodes and encodes a v2 infer request; `parameters` may carry `latency_budget_ms`, `tier` and
+/// `timeout_ms`. `header_len` (the `Inference-Header-Content-Length` header) splits a JSON header from the
+/// binary tensor data that follows it.
 pub fn decode_v2(
     body: &[u8],
+    header_len: Option<usize>,
     enc: &Encoder,
     limits: DecodeLimits,
 ) -> Result<(Encoded, BodyOptions, V2Meta), ScoringError> {
-    let req: Request = serde_json::from_slice(body).map_err(|e| ScoringError::from_json(&e))?;
-    let options = options(&req.parameters)?;
-    let rows = rows_of(&req.inputs)?;
-    if rows > limits.max_rows {
-        return Err(ScoringError::TooManyInstances { what: "rows", max: limits.max_rows });
-    }
-    let mut builder = RowsBuilder::new(enc, "rows");
-    builder.add_rows(rows);
-    for input in &req.inputs {
-        let Some(field) = enc.field_index(&input.name, 0) else { continue };
-        let broadcast = input.shape[0] == 1 && rows > 1;
-        let mut de = serde_json::Deserializer::from_str(input.data.get());
-        let got = builder
-            .column_seed(field, broadcast, &input.name)
-            .deserialize(&mut de)
-            .map_err(|e| builder.take_failure(&e))?;
-        let want = if broadcast { 1 } else { rows };
-        if got != want {
-            let msg = format!("input '{}': {got} values for shape {:?}", input.name, input.shape);
+    let (json, mut binary) = match header_len {
+        Some(n) if n > body.len() => {
+            let msg = format!("Inference-Header-Content-Length {n} is past the body's {} bytes", body.len());
             return Err(ScoringError::InvalidRequest(msg));
         }
+        Some(n) => body.split_at(n),
+        None => (body, &[][..]),
+    };
+    let req: Request = serde_json::from_slice(json).map_err(|e| ScoringError::from_json(&e))?;
+    let options = options(&req.parameters)?;
+    let mut tensors = Vec::with_capacity(req.inputs.len());
+    for input in &req.inputs {
+        let values = match tensor_data(input, &mut binary)? {
+            TensorData::Json(raw) => Values::Json(raw),
+            TensorData::Binary(bytes) => Values::Raw(bytes),
+        };
+        tensors.push(Tensor { name: &input.name, datatype: &input.datatype, shape: &input.shape, values });
     }
-    Ok((builder.finish(limits.missing_as_oov)?, options, V2Meta { id: req.id }))
+    if !binary.is_empty() {
+        let msg = format!("{} bytes of binary data after the last input's", binary.len());
+        return Err(ScoringError::InvalidRequest(msg));
+    }
+    let encoded = encode_tensors(&tensors, enc, limits)?;
+    let binary_output = req.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false)
+        || req.outputs.iter().any(|o| o.name == "probability" && o.parameters.binary_data == Some(true));
+    Ok((encoded, options, V2Meta { id: req.id, binary_output }))
 }
 
-/// Rows in the request: the longest input's first dimension (inputs of 1 broadcast over it).
-fn rows_of(inputs: &[Input]) -> Result<usize, ScoringError> {
-    let bad = |msg: String| ScoringError::InvalidRequest(msg);
-    let mut rows = 0;
-    for input in inputs {
-        if !matches!(&*input.datatype, "BYTES" | "INT64" | "INT32" | "FP32" | "FP64") {
-            return Err(bad(format!("input '{}': datatype {} (BYTES or a number type)", input.name, input.datatype)));
+enum TensorData<'a> {
+    Json(&'a RawValue),
+    Binary(&'a [u8]),
+}
+
+/// An input's values: its JSON `data`, or its `binary_data_size` bytes taken from the front of `binary`.
+fn tensor_data<'a>(input: &Input<'a>, binary: &mut &'a [u8]) -> Result<TensorData<'a>, ScoringError> {
+    let bad = |msg: String| Err(ScoringError::InvalidRequest(format!("input '{}': {msg}", input.name)));
+    match (input.data, input.parameters.binary_data_size) {
+        (Some(raw), None) => Ok(TensorData::Json(raw)),
+        (None, Some(n)) if n <= binary.len() => {
+            let (mine, rest) = binary.split_at(n);
+            *binary = rest;
+            Ok(TensorData::Binary(mine))
         }
-        match input.shape[..] {
-            [n] | [n, 1] if n >= 0 => rows = rows.max(n as usize),
-            _ => return Err(bad(format!("input '{}': shape {:?} (expected [N] or [N, 1])", input.name, input.shape))),
-        }
+        (None, Some(n)) => bad(format!("binary_data_size {n}, but {} bytes of binary data are left", binary.len())),
+        (Some(_), Some(_)) => bad("both data and binary_data_size".into()),
+        (None, None) => bad("no data (give data, or binary_data_size with Inference-Header-Content-Length)".into()),
     }
-    for input in inputs {
-        let n = input.shape[0] as usize;
-        if n != rows && n != 1 {
-            let msg = format!("input '{}': shape {:?}, but another input has {rows} rows", input.name, input.shape);
-            return Err(bad(msg));
-        }
-    }
-    Ok(rows)
 }
 
 fn options(parameters: &Map<String, Value>) -> Result<BodyOptions, ScoringError> {

@@ -23,8 +23,12 @@ use crate::serve::scoring::Decode;
 struct V2Error(ScoringError);
 
 impl IntoResponse for V2Error {
+    /// The protocol (and Triton) answer every malformed or invalid request 400; other statuses are ours.
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = match self.0.status() {
+            422 => StatusCode::BAD_REQUEST,
+            s => StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        };
         (status, Json(json!({"error": self.0.to_string()}))).into_response()
     }
 }
@@ -127,14 +131,25 @@ pub(super) async fn config(State(s): State<Arc<AppState>>, Path(name): Path<Stri
     .into_response()
 }
 
-/// A v2 JSON body for the pipeline.
-struct V2Body(Result<Bytes, ScoringError>);
+/// The binary tensor data extension: the JSON header's length; the tensors' bytes follow it.
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// A v2 body for the pipeline, and the length of its JSON header when binary tensors follow it.
+struct V2Body(Result<(Bytes, Option<usize>), ScoringError>);
 
 impl Decode for V2Body {
     type Extra = V2Meta;
     fn decode(self, enc: &Encoder, limits: DecodeLimits) -> Result<(Encoded, BodyOptions, V2Meta), ScoringError> {
-        decode_v2(&self.0?, enc, limits)
+        let (body, header_len) = self.0?;
+        decode_v2(&body, header_len, enc, limits)
     }
+}
+
+/// `Inference-Header-Content-Length`, when present: a byte count.
+fn header_len(headers: &HeaderMap) -> Result<Option<usize>, ScoringError> {
+    let Some(v) = headers.get(HEADER_LENGTH) else { return Ok(None) };
+    let n = v.to_str().ok().and_then(|t| t.trim().parse().ok());
+    n.map(Some).ok_or_else(|| ScoringError::InvalidRequest(format!("header Inference-Header-Content-Length: {v:?}")))
 }
 
 /// Serialised with f32 numbers, so probabilities print exactly as in v1 answers.
@@ -148,12 +163,16 @@ struct V2Response {
     outputs: [V2Output; 1],
 }
 
+/// The output tensor, with its values inline or (`binary_data_size`) after the JSON header.
 #[derive(serde::Serialize)]
 struct V2Output {
     name: &'static str,
     datatype: &'static str,
     shape: [usize; 2],
-    data: Vec<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Vec<f32>>,
 }
 
 /// Open Inference Protocol infer: one input tensor per field, `probability` FP32 [N, 1] out.
@@ -188,17 +207,27 @@ async fn infer_as(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (out, meta) = match s.scorer.score(call(name, arrival(conn), headers), V2Body(body_bytes(body))).await {
+    let body = body_bytes(body).and_then(|b| Ok((b, header_len(headers)?)));
+    let (out, meta) = match s.scorer.score(call(name, arrival(conn), headers), V2Body(body)).await {
         Ok(r) => r,
         Err(e) => return V2Error(e).into_response(),
     };
     let rows = out.probabilities.len();
-    Json(V2Response {
+    let (data, binary) = match meta.binary_output {
+        true => (None, Some(out.probabilities.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>())),
+        false => (Some(out.probabilities), None),
+    };
+    let parameters = binary.as_ref().map(|b| json!({"binary_data_size": b.len()}));
+    let answer = V2Response {
         model_name: out.model,
         model_version: out.version,
         id: meta.id,
         parameters: json!({"served_by": out.tier, "server_time_us": out.server_us.round()}),
-        outputs: [V2Output { name: "probability", datatype: "FP32", shape: [rows, 1], data: out.probabilities }],
-    })
-    .into_response()
+        outputs: [V2Output { name: "probability", datatype: "FP32", shape: [rows, 1], parameters, data }],
+    };
+    let Some(binary) = binary else { return Json(answer).into_response() };
+    let mut bytes = serde_json::to_vec(&answer).expect("a v2 answer serialises");
+    let header = bytes.len().to_string();
+    bytes.extend_from_slice(&binary);
+    ([(HEADER_LENGTH, header.as_str()), ("content-type", "application/octet-stream")], bytes).into_response()
 }
