@@ -16,12 +16,13 @@ fn compile_onnx_proto() {
     prost_build::Config::new().compile_fds(fds).expect("prost code generation for onnx.proto");
 }
 
-/// The vendored KServe v2 gRPC protocol (Triton's `inference.GRPCInferenceService`), server side only.
+/// The vendored KServe v2 gRPC protocol (Triton's `inference.GRPCInferenceService`).
 fn compile_kserve_proto() {
     println!("cargo:rerun-if-changed=proto/kserve/grpc_service.proto");
     let fds = protox::compile(["grpc_service.proto"], ["proto/kserve"]).expect("vendored KServe v2 proto must compile");
+    // The client (no transport: generic over any channel) is for the load generator.
     tonic_build::configure()
-        .build_client(false)
+        .build_transport(false)
         .compile_fds(fds)
         .expect("tonic code generation for grpc_service.proto");
 }

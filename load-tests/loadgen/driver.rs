@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, Normal};
-use serde::Deserialize;
 
+use crate::protocol::Sender;
 use crate::replay::Replay;
 use crate::scenario::{Arrival, BudgetShare, Policy, RowsDist};
 
@@ -62,18 +62,8 @@ impl Collected {
     }
 }
 
-/// The request format a server speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// ensemble-serve's /v1 score request (ours and the FastAPI peer).
-    V1,
-    /// KServe v2 JSON infer request (Triton); the answering tier is the model the URL names.
-    V2 { tier: &'static str },
-}
-
 pub struct Load<'a> {
-    pub url: String,
-    pub protocol: Protocol,
+    pub sender: Sender,
     pub replay: &'a Replay,
     pub policy: Policy,
     pub budgets: &'a [BudgetShare],
@@ -95,32 +85,10 @@ pub struct Segment {
     pub duration: Duration,
 }
 
-/// A KServe v2 infer response: the first output's data are the probabilities.
-#[derive(Deserialize)]
-struct V2Answer {
-    outputs: Vec<V2Output>,
-}
-
-#[derive(Deserialize)]
-struct V2Output {
-    data: Vec<f32>,
-}
-
-#[derive(Deserialize)]
-struct Answer {
-    served_by: String,
-    probabilities: Vec<f32>,
-    #[serde(default)]
-    server_time_us: f64,
-    #[serde(default)]
-    inference_time_us: f64,
-}
-
 /// Sends the segments back to back on one timeline and waits for every answer (or its timeout).
 /// `next_request` numbers requests across calls so replay continues through the split.
 pub fn run_segments(
     rt: &tokio::runtime::Runtime,
-    client: &reqwest::Client,
     load: &Load,
     segments: &[Segment],
     next_request: &mut u64,
@@ -156,7 +124,7 @@ pub fn run_segments(
                 server_us: 0,
                 run_us: 0,
             };
-            fire(rt, client, load, i, shot, sched, &collected, &outstanding);
+            fire(rt, load, i, shot, sched, &collected, &outstanding);
             progress.inc(1);
             offset += match load.arrival {
                 Arrival::Poisson => gap.sample(&mut rng),
@@ -208,7 +176,6 @@ fn sleep_until(t: Instant) {
 #[allow(clippy::too_many_arguments)]
 fn fire(
     rt: &tokio::runtime::Runtime,
-    client: &reqwest::Client,
     load: &Load,
     i: u64,
     shot: Shot,
@@ -224,19 +191,16 @@ fn fire(
         return;
     }
     outstanding.fetch_add(1, Ordering::SeqCst);
-    let body = match load.protocol {
-        Protocol::V1 => load.replay.body(first_row, shot.rows as usize, load.policy.tier(), shot.budget_ms as f64),
-        Protocol::V2 { .. } => load.replay.v2_body(first_row, shot.rows as usize),
-    };
+    let request =
+        load.sender.prepare(load.replay, first_row, shot.rows as usize, load.policy.tier(), shot.budget_ms as f64);
     // The lag counts building the body: it is time the request spends in the generator after its schedule.
     let lag_us = sched.elapsed().as_micros().min(u32::MAX as u128) as u32;
     let shot = Shot { lag_us, ..shot };
-    let req = client.post(&load.url).header("content-type", "application/json").body(body).timeout(load.timeout);
     let (collected, outstanding, connections) = (collected.clone(), outstanding.clone(), load.connections.clone());
-    let protocol = load.protocol;
+    let sender = load.sender.clone();
     rt.spawn(async move {
         let permit = connections.acquire_owned().await.expect("connection semaphore is never closed");
-        let (status, answer) = send(req, protocol).await;
+        let (status, answer) = sender.send(request).await;
         drop(permit);
         let latency_us = sched.elapsed().as_micros() as u64;
         let mut c = collected.lock().expect("collector");
@@ -253,33 +217,4 @@ fn fire(
         drop(c);
         outstanding.fetch_sub(1, Ordering::SeqCst);
     });
-}
-
-async fn send(req: reqwest::RequestBuilder, protocol: Protocol) -> (u16, Option<Answer>) {
-    let resp = match req.send().await {
-        Ok(r) => r,
-        Err(e) if e.is_timeout() => return (CLIENT_TIMEOUT, None),
-        Err(_) => return (TRANSPORT_ERROR, None),
-    };
-    let status = resp.status().as_u16();
-    match resp.bytes().await {
-        Ok(b) if status == 200 => match parse(&b, protocol) {
-            Some(a) => (200, Some(a)),
-            None => (TRANSPORT_ERROR, None),
-        },
-        Ok(_) => (status, None),
-        Err(e) if e.is_timeout() => (CLIENT_TIMEOUT, None),
-        Err(_) => (TRANSPORT_ERROR, None),
-    }
-}
-
-fn parse(body: &[u8], protocol: Protocol) -> Option<Answer> {
-    match protocol {
-        Protocol::V1 => serde_json::from_slice(body).ok(),
-        Protocol::V2 { tier } => {
-            let mut v2: V2Answer = serde_json::from_slice(body).ok()?;
-            let probabilities = (!v2.outputs.is_empty()).then(|| v2.outputs.swap_remove(0).data)?;
-            Some(Answer { served_by: tier.into(), probabilities, server_time_us: 0.0, inference_time_us: 0.0 })
-        }
-    }
 }

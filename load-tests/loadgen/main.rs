@@ -2,6 +2,7 @@
 //! See load-tests/README.md for the scenarios and how to read the results.
 mod driver;
 mod plots;
+mod protocol;
 mod replay;
 mod report;
 mod scenario;
@@ -16,9 +17,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use driver::{run_segments, Collected, Load, Protocol, Segment, Shot};
+use driver::{run_segments, Collected, Load, Segment, Shot};
 use ensemble_serve::artifact::Artifact;
 use ensemble_serve::runtime::GraphSession;
+use protocol::{Protocol, Sender};
 use replay::Replay;
 use report::RunResults;
 use scenario::{Policy, Scenario, Target};
@@ -129,10 +131,11 @@ fn run(cli: Cli) -> Result<()> {
             None => Some(spawn(&args, &sc, target)?),
         };
         let base = spawned.as_ref().map_or_else(|| args.target.clone().unwrap_or_default(), |s| s.base.clone());
-        let ours = target == Target::Serve;
+        let ours = target.is_ours();
         let rss = spawned.as_ref().filter(|_| ours).map(|s| server::RssSampler::start(s.pid(), Duration::from_secs(1)));
         let ctx = Ctx { args: &args, sc: &sc, rates: &rates, replay: &replay, rt: &rt, client: &client };
-        let (p, t) = drive(&ctx, target, &base, (&offline, &floors, &floor_session))?;
+        let grpc = spawned.as_ref().and_then(|s| s.grpc.clone());
+        let (p, t) = drive(&ctx, target, (&base, grpc.as_deref()), (&offline, &floors, &floor_session))?;
         phases.extend(p);
         timelines.extend(t);
         rss_kib.extend(rss.map(|r| r.finish()).unwrap_or_default());
@@ -175,7 +178,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn spawn(args: &RunArgs, sc: &Scenario, target: Target) -> Result<server::Spawned> {
     let log = std::env::temp_dir().join(format!("loadgen-{}-{}.log", sc.name, target.name()));
-    if target != Target::Serve {
+    if !target.is_ours() {
         let python = args.peers_python.as_deref().context(
             "peers need the setup's peers venv: run scripts/setup and source its env.sh (ENSEMBLE_SERVE_PEERS_PYTHON)",
         )?;
@@ -201,6 +204,7 @@ fn spawn(args: &RunArgs, sc: &Scenario, target: Target) -> Result<server::Spawne
         models_dir: &args.models_dir,
         log,
         cpus: &sc.server_cpus,
+        grpc: target == Target::ServeGrpc,
     })
     .map_err(anyhow::Error::msg)
 }
@@ -302,22 +306,43 @@ struct Ctx<'a> {
     client: &'a reqwest::Client,
 }
 
-/// Where `policy`'s requests go on `target` (at `base`), and in which format.
-fn endpoint(target: Target, policy: Policy, base: &str, model: &str) -> (String, Protocol) {
-    match target {
-        Target::Triton => (format!("{base}/v2/models/{}/infer", policy.name()), Protocol::V2 { tier: policy.name() }),
+/// Where `policy`'s requests go on `target` (HTTP at `base`, gRPC at `grpc`), and in which format.
+fn endpoint(ctx: &Ctx, target: Target, policy: Policy, (base, grpc): (&str, Option<&str>)) -> Result<Sender> {
+    let (model, tier) = (&ctx.args.model, policy.tier().unwrap_or("auto"));
+    let (url, protocol) = match target {
+        Target::Triton => (format!("{base}/v2/models/{tier}/infer"), Protocol::V2Json { tier, as_parameter: false }),
+        Target::ServeV2Json => {
+            (format!("{base}/v2/models/{model}/infer"), Protocol::V2Json { tier, as_parameter: true })
+        }
+        Target::ServeV2Binary => (format!("{base}/v2/models/{model}/infer"), Protocol::V2Binary { tier }),
+        Target::ServeGrpc => (String::new(), Protocol::Grpc { tier }),
         Target::Serve | Target::Fastapi => (format!("{base}/v1/models/{model}/score"), Protocol::V1),
-    }
+    };
+    let grpc = match (protocol, grpc) {
+        (Protocol::Grpc { .. }, Some(addr)) => Some(ctx.rt.block_on(async {
+            let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+            Ok::<_, anyhow::Error>(
+                ensemble_serve::serve::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient::new(
+                    channel,
+                )
+                .max_decoding_message_size(64 << 20),
+            )
+        })?),
+        (Protocol::Grpc { .. }, None) => bail!("{}: no gRPC address", target.name()),
+        _ => None,
+    };
+    let timeout = Duration::from_millis(ctx.sc.timeout_ms);
+    Ok(Sender { protocol, url, http: ctx.client.clone(), grpc, timeout, model: model.clone() })
 }
 
 /// Runs every policy `target` supports against it.
 fn drive(
     ctx: &Ctx,
     target: Target,
-    base: &str,
+    (base, grpc): (&str, Option<&str>),
     (offline, floors, floor_session): (&[f32], &Floors, &FloorSession),
 ) -> Result<(Vec<stats::PhaseResult>, Timelines)> {
-    let Ctx { args, sc, rates, replay, rt, client } = *ctx;
+    let Ctx { args, sc, rates, replay, rt, .. } = *ctx;
     let budgets = sc.budget_mix();
     // Ranking replays: the merged rows are scored offline after each phase, with a session of their own.
     let ranking_session =
@@ -326,10 +351,8 @@ fn drive(
     let mut next_request = 0u64;
     for policy in sc.policies.iter().copied().filter(|&p| target.runs(p)) {
         let label = target.label(policy);
-        let (url, protocol) = endpoint(target, policy, base, &args.model);
         let load = Load {
-            url,
-            protocol,
+            sender: endpoint(ctx, target, policy, (base, grpc))?,
             replay,
             policy,
             budgets: &budgets,
@@ -341,7 +364,7 @@ fn drive(
             per_request: sc.instances_per_request,
             rows_dist: sc.rows_per_request,
         };
-        warm_up(rt, client, &load, &mut next_request);
+        warm_up(rt, &load, &mut next_request);
         let segments: Vec<Segment> = sc
             .phases
             .iter()
@@ -366,7 +389,7 @@ fn drive(
         };
         if sc.continuous {
             let bar = progress(args.quiet, &label, &segments);
-            let c = run_segments(rt, client, &load, &segments, &mut next_request, &bar);
+            let c = run_segments(rt, &load, &segments, &mut next_request, &bar);
             bar.finish_and_clear();
             append_shots(args.shots.as_deref(), &label, &c);
             results.extend((0..segments.len()).map(|i| summary(&c, i)));
@@ -375,7 +398,7 @@ fn drive(
         }
         for seg in &segments {
             let bar = progress(args.quiet, &label, std::slice::from_ref(seg));
-            let c = run_segments(rt, client, &load, std::slice::from_ref(seg), &mut next_request, &bar);
+            let c = run_segments(rt, &load, std::slice::from_ref(seg), &mut next_request, &bar);
             bar.finish_and_clear();
             append_shots(args.shots.as_deref(), &label, &c);
             let r = summary(&c, seg.phase as usize);
@@ -399,10 +422,11 @@ fn drive(
 }
 
 /// A second of light load before measuring: connections open, the server's estimators settle.
-fn warm_up(rt: &tokio::runtime::Runtime, client: &reqwest::Client, load: &Load, next: &mut u64) {
+fn warm_up(rt: &tokio::runtime::Runtime, load: &Load, next: &mut u64) {
     let seg = [Segment { phase: 0, rate: 200.0, duration: Duration::from_secs(1) }];
-    let warm = Load { url: load.url.clone(), policy: Policy::Ensemble, connections: load.connections.clone(), ..*load };
-    let _ = run_segments(rt, client, &warm, &seg, next, &indicatif::ProgressBar::hidden());
+    let warm =
+        Load { sender: load.sender.clone(), policy: Policy::Ensemble, connections: load.connections.clone(), ..*load };
+    let _ = run_segments(rt, &warm, &seg, next, &indicatif::ProgressBar::hidden());
     std::thread::sleep(Duration::from_millis(300));
 }
 

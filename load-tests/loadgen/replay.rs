@@ -21,6 +21,9 @@ pub struct Replay {
     /// field's value as a JSON string.
     v2_fields: Vec<(String, bool)>,
     v2_cells: Vec<Vec<String>>,
+    /// The fields' names and values as text, for binary tensors.
+    names: Vec<String>,
+    texts: Vec<Vec<String>>,
 }
 
 impl Replay {
@@ -58,6 +61,7 @@ impl Replay {
         let ranking_off = ranking.is_none();
         let names: Vec<&str> = spec.fields.iter().map(|f| f.name.as_str()).collect();
         let v2_cells = inst.objects.iter().map(|o| names.iter().map(|f| bytes_element(&o[*f])).collect()).collect();
+        let texts = inst.objects.iter().map(|o| names.iter().map(|f| text(&o[*f])).collect()).collect();
         let is_context = |f: &str| !ranking_off && context_fields.iter().any(|c| c == f);
         let v2_fields = names.iter().map(|f| (serde_json::Value::from(*f).to_string(), is_context(f))).collect();
         Ok(Self {
@@ -69,6 +73,8 @@ impl Replay {
             per_request,
             v2_fields,
             v2_cells,
+            names: names.iter().map(|f| f.to_string()).collect(),
+            texts,
         })
     }
 
@@ -119,9 +125,10 @@ impl Replay {
         b.into_bytes()
     }
 
-    /// A KServe v2 JSON body of the same rows: one BYTES input of shape [n, 1] per field. Ranking replays
-    /// repeat the context's values on every row (Triton batches every input along one dimension).
-    pub fn v2_body(&self, first: u32, n: usize) -> Vec<u8> {
+    /// A KServe v2 JSON body of the same rows: one BYTES input of shape [n, 1] per field, and the `tier`
+    /// parameter when given. Ranking replays repeat the context's values on every row (Triton batches every
+    /// input along one dimension).
+    pub fn v2_body(&self, first: u32, n: usize, tier: Option<&str>) -> Vec<u8> {
         use std::fmt::Write as _;
         let mut b = String::with_capacity(64 + n * self.rows[0].len());
         b.push_str("{\"inputs\":[");
@@ -132,13 +139,63 @@ impl Replay {
                 if j > 0 {
                     b.push(',');
                 }
-                let row = if *context { first as usize } else { self.row(first, j) };
-                b.push_str(&self.v2_cells[row][f]);
+                b.push_str(&self.v2_cells[self.cell_row(*context, first, j)][f]);
             }
             b.push_str("]}");
         }
-        b.push_str("]}");
+        b.push(']');
+        if let Some(t) = tier {
+            let _ = write!(b, ",\"parameters\":{{\"tier\":\"{t}\"}}");
+        }
+        b.push('}');
         b.into_bytes()
+    }
+
+    /// The same request with the binary tensor data extension (binary output asked for); returns the body
+    /// and its JSON header's length. A ranking request's context fields go once, as shape [1, 1].
+    pub fn v2_binary_body(&self, first: u32, n: usize, tier: &str) -> (Vec<u8>, usize) {
+        let (inputs, raw) = self.grpc_inputs(first, n);
+        let inputs: Vec<serde_json::Value> = inputs
+            .iter()
+            .zip(&raw)
+            .map(|((name, rows), bytes)| {
+                serde_json::json!({"name": name, "shape": [rows, 1], "datatype": "BYTES",
+                                   "parameters": {"binary_data_size": bytes.len()}})
+            })
+            .collect();
+        let header = serde_json::json!({"inputs": inputs, "parameters": {"tier": tier, "binary_data_output": true}});
+        let mut body = serde_json::to_vec(&header).expect("JSON header");
+        let len = body.len();
+        body.extend(raw.concat());
+        (body, len)
+    }
+
+    /// Binary tensors (name, rows, bytes: 4-byte little-endian length + text per element), one per field; a
+    /// ranking request's context fields have one row (the protocol broadcasts it).
+    pub fn grpc_inputs(&self, first: u32, n: usize) -> (Vec<(String, usize)>, Vec<Vec<u8>>) {
+        let mut inputs = Vec::with_capacity(self.v2_fields.len());
+        let mut raw = Vec::with_capacity(self.v2_fields.len());
+        for (f, (name, (_, context))) in self.names.iter().zip(&self.v2_fields).enumerate() {
+            let rows = if *context { 1 } else { n };
+            let mut bytes = Vec::with_capacity(rows * 8);
+            for j in 0..rows {
+                let t = &self.texts[self.cell_row(*context, first, j)][f];
+                bytes.extend((t.len() as u32).to_le_bytes());
+                bytes.extend(t.as_bytes());
+            }
+            inputs.push((name.clone(), rows));
+            raw.push(bytes);
+        }
+        (inputs, raw)
+    }
+
+    /// The row whose value a request's `j`-th row carries: its own, or (context fields) the request's first.
+    fn cell_row(&self, context: bool, first: u32, j: usize) -> usize {
+        if context {
+            first as usize
+        } else {
+            self.row(first, j)
+        }
     }
 
     /// Raw ONNX Runtime run time (median µs of 15 runs) of `graph` at each of `sizes` rows, on this process's
@@ -211,6 +268,15 @@ impl Replay {
             scores.extend(p);
         }
         Ok(scores)
+    }
+}
+
+/// A raw value's text (numbers by their decimal form, null as empty).
+fn text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
     }
 }
 

@@ -115,8 +115,14 @@ impl Policy {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
-    /// ensemble-serve itself (`serve run`).
+    /// ensemble-serve itself (`serve run`), /v1 JSON requests.
     Serve,
+    /// ensemble-serve, KServe v2 JSON requests (the tier as a request parameter).
+    ServeV2Json,
+    /// ensemble-serve, KServe v2 with binary tensor data in and out.
+    ServeV2Binary,
+    /// ensemble-serve, KServe v2 gRPC with `raw_input_contents`.
+    ServeGrpc,
     /// FastAPI + uvicorn + onnxruntime (load-tests/peers/fastapi_peer.py), same /v1 requests.
     Fastapi,
     /// NVIDIA Triton via PyTriton with its dynamic batcher (load-tests/peers/triton_peer.py), KServe v2 JSON.
@@ -127,13 +133,20 @@ impl Target {
     pub fn name(self) -> &'static str {
         match self {
             Target::Serve => "serve",
+            Target::ServeV2Json => "serve_v2_json",
+            Target::ServeV2Binary => "serve_v2_binary",
+            Target::ServeGrpc => "serve_grpc",
             Target::Fastapi => "fastapi",
             Target::Triton => "triton",
         }
     }
+    /// Whether it is this server (under any protocol) rather than a peer.
+    pub fn is_ours(self) -> bool {
+        !matches!(self, Target::Fastapi | Target::Triton)
+    }
     /// Whether this server can run `policy` (peers have no budget routing).
     pub fn runs(self, policy: Policy) -> bool {
-        self == Target::Serve || policy != Policy::Budget
+        self.is_ours() || policy != Policy::Budget
     }
     /// How a run of `policy` on this server is labelled in results (ours keeps the bare policy name).
     pub fn label(self, policy: Policy) -> String {

@@ -14,6 +14,8 @@ pub struct Spawned {
     pub base: String,
     _config: Option<tempfile::NamedTempFile>,
     pub log: PathBuf,
+    /// The gRPC address (host:port) when the server was started with one.
+    pub grpc: Option<String>,
     /// Peers run in their own process group (Triton's server and Python stubs are grandchildren): the
     /// signal goes to the whole group.
     group: bool,
@@ -38,6 +40,8 @@ pub struct SpawnOptions<'a> {
     pub log: PathBuf,
     /// CPUs the server may run on (empty: any).
     pub cpus: &'a [usize],
+    /// Also serve KServe v2 gRPC (on another free port).
+    pub grpc: bool,
 }
 
 /// Restricts the calling thread (and what it spawns afterwards) to `cpus`; empty = no change.
@@ -68,8 +72,9 @@ impl Spawned {
         let port = free_port()?;
         table.insert("bind".into(), format!("127.0.0.1:{port}").into());
         table.insert("models_dir".into(), o.models_dir.display().to_string().into());
-        // The generator speaks HTTP; a fixed gRPC port would collide between concurrent servers.
-        table.entry("grpc_bind").or_insert_with(|| "".into());
+        // A fixed gRPC port would collide between concurrent servers: off, or a free one.
+        let grpc = if o.grpc { Some(format!("127.0.0.1:{}", free_port()?)) } else { None };
+        table.insert("grpc_bind".into(), grpc.clone().unwrap_or_default().into());
         let config = tempfile::Builder::new().suffix(".toml").tempfile().map_err(|e| e.to_string())?;
         std::fs::write(config.path(), toml::to_string(&table).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
@@ -79,7 +84,7 @@ impl Spawned {
         pin_child(&mut command, o.cpus);
         let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", o.serve_bin.display()))?;
         let base = format!("http://127.0.0.1:{port}");
-        let mut s = Self { child, base, _config: Some(config), log: o.log, group: false };
+        let mut s = Self { child, base, _config: Some(config), log: o.log, grpc, group: false };
         s.wait_ready(&["/readyz"], Duration::from_secs(60))?;
         Ok(s)
     }
@@ -104,7 +109,7 @@ impl Spawned {
                 command.args(["--grpc-port", &grpc.to_string(), "--metrics-port", &metrics.to_string()]);
                 &["/v2/models/ensemble/ready", "/v2/models/student/ready"]
             }
-            Target::Serve => return Err("start_peer starts peers only".into()),
+            _ => return Err("start_peer starts peers only".into()),
         };
         command.args(["--models-dir".as_ref(), models_dir.as_os_str()]).args(["--model", o.model]);
         let log = std::fs::File::create(&o.log).map_err(|e| format!("{}: {e}", o.log.display()))?;
@@ -113,7 +118,7 @@ impl Spawned {
         pin_child(&mut command, o.cpus);
         let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", o.python.display()))?;
         let base = format!("http://127.0.0.1:{port}");
-        let mut s = Self { child, base, _config: None, log: o.log, group: true };
+        let mut s = Self { child, base, _config: None, log: o.log, grpc: None, group: true };
         s.wait_ready(ready, Duration::from_secs(120))?;
         Ok(s)
     }

@@ -34,7 +34,13 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let service = GrpcInferenceServiceServer::new(Grpc { state }).max_decoding_message_size(max_message_bytes);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    use tokio_stream::StreamExt as _;
+    // Small answers must not wait out Nagle's algorithm against the client's delayed ACKs (~40 ms).
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|c| {
+            let _ = c.set_nodelay(true);
+        })
+    });
     tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await
 }
 
@@ -133,7 +139,11 @@ impl GrpcInferenceService for Grpc {
         let rows = out.probabilities.len() as i64;
         let raw: Vec<u8> = out.probabilities.iter().flat_map(|p| p.to_le_bytes()).collect();
         let string = |s: String| InferParameter { parameter_choice: Some(ParameterChoice::StringParam(s)) };
-        let served = HashMap::from([("served_by".to_string(), string(out.tier))]);
+        let double = |v: f64| InferParameter { parameter_choice: Some(ParameterChoice::DoubleParam(v)) };
+        let served = HashMap::from([
+            ("served_by".to_string(), string(out.tier)),
+            ("server_time_us".to_string(), double(out.server_us.round())),
+        ]);
         Ok(Response::new(ModelInferResponse {
             model_name: out.model,
             model_version: out.version,
