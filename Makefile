@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CACHE := $(or $(ENSEMBLE_SERVE_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ensemble-serve)
 ENV := source $(CACHE)/env.sh
 
-.PHONY: setup serve test docker-check build bench
+.PHONY: setup serve test docker-check build bench load-tests
 
 setup:
 	@scripts/setup
@@ -28,3 +28,11 @@ build: setup
 
 bench: setup
 	@$(ENV) && cargo bench --bench features --bench serving
+
+## The load tests that compare this server with its peers and prove routing (server on core 1, generator on
+## core 0; about 40 minutes): capacity against FastAPI + onnxruntime and Triton at 1 and 165 candidates,
+## its protocols, the 2x ranking spike and the mixed-budget run. Results: load-tests/results/<scenario>/.
+load-tests: setup
+	@$(ENV) && cargo build --release --bins && L=$$CARGO_TARGET_DIR/release/loadgen && \
+	for s in peers_single peers_ranking protocols_ranking; do $$L run load-tests/scenarios/$$s.toml --quiet || exit 1; done && \
+	for s in ranking_spike_tol ranking_mixed_budgets; do $$L run load-tests/scenarios/$$s.toml --capacity 190 --quiet || exit 1; done

@@ -206,10 +206,17 @@ async fn run(
     ticket: Ticket,
 ) -> Result<super::batcher::JobResult, ScoringError> {
     let batcher = &route.tier.batcher;
+    // A small request with others in line goes to the batcher, which merges it with them: one row costs
+    // the ensemble about as much as eight. Large ones gain little from merging and run alone.
+    let merge = encoded.rows <= MERGE_ROWS && ticket.others_in_line();
     let mut ticket = Some(ticket);
     let start = |t: &mut Option<Ticket>| t.take().map(Ticket::start);
-    let inline =
-        run_blocking(encoded.rows, || batcher.try_run_inline(&encoded.ids, encoded.rows, || _ = start(&mut ticket)));
+    let inline = match merge {
+        true => None,
+        false => run_blocking(encoded.rows, || {
+            batcher.try_run_inline(&encoded.ids, encoded.rows, || _ = start(&mut ticket))
+        }),
+    };
     let reply: JobReply = match inline {
         Some(r) => r,
         None => {
@@ -230,6 +237,9 @@ async fn run(
         JobError::Inference(msg) => ScoringError::Inference(msg),
     })
 }
+
+/// Rows at or below which a request shares a batch with others waiting rather than running alone.
+const MERGE_ROWS: usize = 32;
 
 /// Rows above which an inline run tells a multi-worker runtime it blocks (a few hundred µs and more).
 const BLOCKING_ROWS: usize = 16;

@@ -49,6 +49,11 @@ impl Ticket {
     pub fn start(mut self) {
         self.abandoned = None;
     }
+
+    /// Whether other requests are in line beside this one (they could share its batch).
+    pub fn others_in_line(&self) -> bool {
+        self.sequencer.lock().len() > 1
+    }
 }
 
 /// The deadline passed while the request waited for its turn.
