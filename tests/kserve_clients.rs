@@ -8,21 +8,10 @@ use std::process::Command;
 
 use common::server::Server;
 
-/// The setup's peers venv, which holds `tritonclient`; absent: a failure under CI=true, else a loud skip.
-fn client_python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ENSEMBLE_SERVE_PEERS_PYTHON").map(PathBuf::from).filter(|p| p.is_file()) {
-        return Some(p);
-    }
-    let why = "ENSEMBLE_SERVE_PEERS_PYTHON is unset or missing: run scripts/setup and source its env.sh";
-    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true but {why}");
-    eprintln!("\n*** SKIPPED: {why} ***\n");
-    None
-}
-
 #[test]
 fn tritonclient_http_and_grpc_at_default_settings() {
     let data_dir = require_data!();
-    let Some(python) = client_python() else { return };
+    let Some(python) = common::peers_python() else { return };
     let spec = common::spec("frappe_ctr", &data_dir);
     let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
     let grpc_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

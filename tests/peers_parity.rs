@@ -78,17 +78,6 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The setup's peers venv; absent: a failure under CI=true, else a loud skip.
-fn peers_python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ENSEMBLE_SERVE_PEERS_PYTHON").map(PathBuf::from).filter(|p| p.is_file()) {
-        return Some(p);
-    }
-    let why = "ENSEMBLE_SERVE_PEERS_PYTHON is unset or missing: run scripts/setup and source its env.sh";
-    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true but {why}");
-    eprintln!("\n*** SKIPPED: {why} ***\n");
-    None
-}
-
 /// A KServe v2 body: one BYTES input of shape [n, 1] per field.
 fn v2_body(fields: &[String], rows: &[Map<String, Value>]) -> Value {
     let input = |f: &String| {
@@ -109,7 +98,7 @@ fn floats(v: &Value) -> Vec<f32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fastapi_and_triton_peers_score_like_serve() {
     let data_dir = require_data!();
-    let Some(python) = peers_python() else { return };
+    let Some(python) = common::peers_python() else { return };
     let spec = common::spec("frappe_ctr", &data_dir);
     let (header, rows) = common::read_plain_csv(spec.files.test.as_ref().unwrap());
     let fields: Vec<String> = spec.fields.iter().map(|f| f.name.clone()).collect();

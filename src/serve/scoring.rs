@@ -213,9 +213,9 @@ async fn run(
     let start = |t: &mut Option<Ticket>| t.take().map(Ticket::start);
     let inline = match merge {
         true => None,
-        false => run_blocking(encoded.rows, || {
-            batcher.try_run_inline(&encoded.ids, encoded.rows, || _ = start(&mut ticket))
-        }),
+        false => {
+            run_blocking(encoded.rows, || batcher.try_run_inline(&encoded.ids, encoded.rows, || _ = start(&mut ticket)))
+        }
     };
     let reply: JobReply = match inline {
         Some(r) => r,

@@ -29,6 +29,18 @@ macro_rules! require_data {
     };
 }
 
+/// The setup's peers venv (`tritonclient`, the load tests' peers); absent: a failure under CI=true, else a
+/// loud skip.
+pub fn peers_python() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ENSEMBLE_SERVE_PEERS_PYTHON").map(PathBuf::from).filter(|p| p.is_file()) {
+        return Some(p);
+    }
+    let why = "ENSEMBLE_SERVE_PEERS_PYTHON is unset or missing: run scripts/setup and source its env.sh";
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true but {why}");
+    eprintln!("\n*** SKIPPED: {why} ***\n");
+    None
+}
+
 /// A dataset spec from `config/datasets/` resolved against the data dir.
 pub fn spec(name: &str, data: &std::path::Path) -> ensemble_serve::features::DatasetSpec {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/datasets").join(format!("{name}.toml"));
