@@ -117,7 +117,7 @@ fn run(cli: Cli) -> Result<()> {
     if args.target.is_some() && sc.targets.iter().any(|&t| t != Target::Serve) {
         bail!("--target measures one running server; a scenario with peers starts each of them itself");
     }
-    let (offline, floors, floor_session) = offline_and_floors(&args, &replay)?;
+    let (offline, floors, floor_session) = offline_and_floors(&args, &sc, &replay)?;
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(usize::MAX).tcp_nodelay(true).build()?;
@@ -258,11 +258,14 @@ impl FloorRecord {
     }
 }
 
-/// What times the floors: the served model's graphs in this process (on the generator's core).
+/// What times the floors: the served model's graphs in this process, on the server's cores (the timing
+/// thread moves there while no server runs, then back: one core's speed is not another's on this host).
 struct FloorSession {
     artifact: Artifact,
     env: &'static ort::environment::Environment,
     student: String,
+    /// (server, generator) CPUs.
+    cpus: (Vec<usize>, Vec<usize>),
 }
 
 impl FloorSession {
@@ -275,21 +278,26 @@ impl FloorSession {
     fn measure(&self, replay: &Replay) -> Result<Floors> {
         let time =
             |graph: &str| replay.run_times(&self.artifact, self.env, graph, &FLOOR_ROWS).map_err(anyhow::Error::msg);
-        let floors = Floors { ensemble: time("ensemble.onnx")?, student: time(&self.student)? };
+        server::pin(&self.cpus.0).context("moving the floor timing to the server's CPUs")?;
+        let floors =
+            (|| Ok::<_, anyhow::Error>(Floors { ensemble: time("ensemble.onnx")?, student: time(&self.student)? }))();
+        server::pin(&self.cpus.1).context("moving back to the generator's CPUs")?;
+        let floors = floors?;
         eprintln!("raw ORT floors (rows, µs): ensemble {:?}; {} {:?}", floors.ensemble, self.student, floors.student);
         Ok(floors)
     }
 }
 
 /// The served model's ensemble scores for every replayed row, and the raw ORT floors before the run.
-fn offline_and_floors(args: &RunArgs, replay: &Replay) -> Result<(Vec<f32>, Floors, FloorSession)> {
+fn offline_and_floors(args: &RunArgs, sc: &Scenario, replay: &Replay) -> Result<(Vec<f32>, Floors, FloorSession)> {
     let dir = ensemble_serve::artifact::latest_version(&args.models_dir, &args.model)?;
     let artifact = Artifact::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
     let lib = ensemble_serve::runtime::resolve_library(args.ort_lib.as_deref());
     let env = ensemble_serve::runtime::init(&lib)?;
     let offline = replay.offline_scores(&artifact, env).map_err(anyhow::Error::msg)?;
     let student = format!("student_{}.onnx", artifact.manifest.best_student);
-    let session = FloorSession { artifact, env, student };
+    let cpus = (sc.server_cpus.clone(), sc.generator_cpus.clone());
+    let session = FloorSession { artifact, env, student, cpus };
     let floors = session.measure(replay)?;
     Ok((offline, floors, session))
 }

@@ -114,7 +114,7 @@ pub fn markdown(r: &RunResults) -> String {
         let at = |f: &crate::Floors, p| f.service_us(p, 165);
         let _ = writeln!(
             md,
-            "- raw ORT at 165 rows on the generator's core, before / after the run: ensemble {:.0} / {:.0} µs, best \
+            "- raw ORT at 165 rows on the server's core, before / after the run: ensemble {:.0} / {:.0} µs, best \
              student {:.0} / {:.0} µs (ensemble drift {:.1}%); the ideal server uses the faster at each size",
             at(&f.before, Ensemble),
             at(&f.after, Ensemble),
