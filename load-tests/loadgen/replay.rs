@@ -60,8 +60,11 @@ impl Replay {
         });
         let ranking_off = ranking.is_none();
         let names: Vec<&str> = spec.fields.iter().map(|f| f.name.as_str()).collect();
-        let v2_cells = inst.objects.iter().map(|o| names.iter().map(|f| bytes_element(&o[*f])).collect()).collect();
-        let texts = inst.objects.iter().map(|o| names.iter().map(|f| text(&o[*f])).collect()).collect();
+        let texts: Vec<Vec<String>> =
+            inst.objects.iter().map(|o| names.iter().map(|f| text(&o[*f])).collect()).collect();
+        // The same texts as JSON strings: the elements of a BYTES tensor in a JSON body.
+        let quote = |t: &String| serde_json::Value::from(t.as_str()).to_string();
+        let v2_cells = texts.iter().map(|row| row.iter().map(quote).collect()).collect();
         let is_context = |f: &str| !ranking_off && context_fields.iter().any(|c| c == f);
         let v2_fields = names.iter().map(|f| (serde_json::Value::from(*f).to_string(), is_context(f))).collect();
         Ok(Self {
@@ -277,14 +280,5 @@ fn text(v: &serde_json::Value) -> String {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => String::new(),
         other => other.to_string(),
-    }
-}
-
-/// A raw value as one element of a BYTES tensor: its text as a JSON string (numbers by their decimal form).
-fn bytes_element(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(_) => v.to_string(),
-        serde_json::Value::Null => "\"\"".into(),
-        other => serde_json::Value::from(other.to_string()).to_string(),
     }
 }

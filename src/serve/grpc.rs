@@ -13,7 +13,7 @@ use crate::serve::decode::{encode_tensors, BodyOptions, DecodeLimits, Encoded, T
 use crate::serve::error::ScoringError;
 use crate::serve::http::AppState;
 use crate::serve::registry::LoadedModel;
-use crate::serve::scoring::{Call, Decode};
+use crate::serve::scoring::Decode;
 
 /// Code generated from the vendored proto.
 pub mod proto {
@@ -62,13 +62,9 @@ fn status(e: &ScoringError) -> Status {
 }
 
 impl Grpc {
-    /// The model `name`, at `version` when one is named (only the loaded one exists).
+    /// The model `name`, at `version` when one is named (empty: the loaded one).
     fn model(&self, name: &str, version: &str) -> Result<Arc<LoadedModel>, ScoringError> {
-        let m = self.state.scorer.registry.get(name).ok_or_else(|| ScoringError::UnknownModel(name.into()))?;
-        if !version.is_empty() && m.version != version {
-            return Err(ScoringError::UnknownModel(format!("{name} version {version} (loaded: {})", m.version)));
-        }
-        Ok(m)
+        self.state.scorer.registry.get_version(name, (!version.is_empty()).then_some(version))
     }
 }
 
@@ -128,13 +124,7 @@ impl GrpcInferenceService for Grpc {
         let headers = r.metadata().clone().into_headers();
         let req = r.into_inner();
         self.model(&req.model_name, &req.model_version).map_err(|e| status(&e))?;
-        let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
-        let call = Call {
-            model: &req.model_name,
-            arrival,
-            budget_header: text("x-latency-budget-ms"),
-            timeout_header: text("x-request-timeout-ms"),
-        };
+        let call = crate::serve::http::call(&req.model_name, arrival, &headers);
         let (out, ()) = self.state.scorer.score(call, GrpcBody(&req)).await.map_err(|e| status(&e))?;
         let rows = out.probabilities.len() as i64;
         let raw: Vec<u8> = out.probabilities.iter().flat_map(|p| p.to_le_bytes()).collect();

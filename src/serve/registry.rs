@@ -10,6 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::batcher::{Batcher, BatcherConfig};
+use super::error::ScoringError;
 use super::metrics::Metrics;
 use super::router::{self, Estimator, RouteReason, TierRequest};
 use crate::artifact::Artifact;
@@ -245,6 +246,18 @@ impl Registry {
 
     pub fn get(&self, name: &str) -> Option<Arc<LoadedModel>> {
         self.models.load().get(name).cloned()
+    }
+
+    /// The model `name` as a KServe v2 front end addresses it: at `version` when one is named (only the loaded
+    /// version exists; `None` = the newest).
+    pub fn get_version(&self, name: &str, version: Option<&str>) -> Result<Arc<LoadedModel>, ScoringError> {
+        let m = self.get(name).ok_or_else(|| ScoringError::UnknownModel(name.to_string()))?;
+        match version {
+            Some(v) if v != m.version => {
+                Err(ScoringError::UnknownModel(format!("{name} version {v} (loaded: {})", m.version)))
+            }
+            _ => Ok(m),
+        }
     }
 
     /// Reloads every model directory whose newest version differs from the one serving.

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-pub use state::{ApiError, AppState, ErrorBody, ErrorDetail};
+pub use state::{call, ApiError, AppState, ErrorBody, ErrorDetail};
 pub use v1::{score_body, ScoreRequest, ScoreResponse};
 
 use state::plain_error;

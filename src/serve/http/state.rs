@@ -52,8 +52,9 @@ pub(super) fn arrival(conn: Option<Extension<ConnectInfo<RxClock>>>) -> Instant 
     conn.map_or_else(Instant::now, |Extension(ConnectInfo(clock))| clock.arrival())
 }
 
-/// The pipeline's view of an HTTP request: model, arrival, and the budget and timeout headers.
-pub(super) fn call<'a>(model: &'a str, arrival: Instant, headers: &'a HeaderMap) -> Call<'a> {
+/// The pipeline's view of a request's headers (HTTP, or gRPC metadata): model, arrival, and the budget and
+/// timeout headers.
+pub fn call<'a>(model: &'a str, arrival: Instant, headers: &'a HeaderMap) -> Call<'a> {
     // A header that is not visible ASCII cannot be a number: pass it on for the pipeline to refuse.
     let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
     Call { model, arrival, budget_header: text("x-latency-budget-ms"), timeout_header: text("x-request-timeout-ms") }

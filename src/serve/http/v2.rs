@@ -34,16 +34,12 @@ impl IntoResponse for V2Error {
 }
 
 fn model_or_404(s: &AppState, name: &str) -> Result<Arc<LoadedModel>, V2Error> {
-    s.scorer.registry.get(name).ok_or_else(|| V2Error(ScoringError::UnknownModel(name.to_string())))
+    s.scorer.registry.get_version(name, None).map_err(V2Error)
 }
 
 /// A model addressed by name and version: the version must be the one loaded (the newest the manifest names).
 fn version_or_404(s: &AppState, name: &str, version: &str) -> Result<Arc<LoadedModel>, V2Error> {
-    let m = model_or_404(s, name)?;
-    if m.version != version {
-        return Err(V2Error(ScoringError::UnknownModel(format!("{name} version {version} (loaded: {})", m.version))));
-    }
-    Ok(m)
+    s.scorer.registry.get_version(name, Some(version)).map_err(V2Error)
 }
 
 /// `GET /v2`: server metadata.
