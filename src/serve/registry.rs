@@ -170,7 +170,7 @@ pub struct Registry {
 }
 
 /// What a reload did to one model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReloadStatus {
     Unchanged,
@@ -179,7 +179,7 @@ pub enum ReloadStatus {
 }
 
 /// One model's outcome.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ReloadOutcome {
     pub model: String,
     pub status: ReloadStatus,

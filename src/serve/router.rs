@@ -35,7 +35,8 @@ impl std::str::FromStr for TierRequest {
             "student" => Ok(Self::BestStudent(precision)),
             other => other
                 .strip_prefix("student:")
-                .and_then(|k| k.parse().ok())
+                // Canonical digits only ("student:01" is not a tier name), so each tier has one spelling.
+                .and_then(|k| k.parse::<usize>().ok().filter(|n| n.to_string() == k))
                 .map(|k| Self::Student(k, precision))
                 .ok_or_else(unknown),
         }

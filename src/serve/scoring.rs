@@ -81,13 +81,9 @@ impl Scorer {
 
     async fn pipeline<D: Decode>(&self, call: &Call<'_>, body: D) -> Result<(Scored, D::Extra), ScoringError> {
         let _permit = self.in_flight.clone().try_acquire_owned().map_err(|_| ScoringError::Overloaded)?;
+        // The body is decoded and validated before the deadline is checked: a malformed request is told so
+        // whatever its deadline, and nothing reaches ONNX Runtime past it.
         let header_timeout = header_number(call.timeout_header, "X-Request-Timeout-Ms", ScoringError::InvalidTimeout)?;
-        if header_timeout.is_some_and(|ms| ms.is_nan() || ms < 0.0) {
-            return Err(ScoringError::InvalidTimeout("X-Request-Timeout-Ms must be a non-negative number".into()));
-        }
-        if header_timeout.is_some_and(|ms| deadline(call.arrival, ms, Duration::MAX) <= Instant::now()) {
-            return Err(ScoringError::DeadlineExceeded { while_queued: false });
-        }
         let model = self.registry.get(call.model).ok_or_else(|| ScoringError::UnknownModel(call.model.into()))?;
         let limits = DecodeLimits { max_rows: self.limits.max_instances, missing_as_oov: self.limits.missing_as_oov };
         let (encoded, options, extra) = body.decode(&model.artifact.encoder, limits)?;
@@ -271,12 +267,21 @@ fn us_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e6
 }
 
-/// A header holding a number of milliseconds.
+/// What a milliseconds header holds: a non-negative decimal (`25`, `2.5`), up to 15 digits each side of
+/// the point (the OpenAPI document states this pattern; [`header_number`] checks the same).
+pub const MS_HEADER_PATTERN: &str = r"^[0-9]{1,15}(\.[0-9]{1,15})?$";
+
+/// A header holding a number of milliseconds, in [`MS_HEADER_PATTERN`]'s grammar.
 fn header_number(
     value: Option<&str>,
     name: &str,
     err: fn(String) -> ScoringError,
 ) -> Result<Option<f64>, ScoringError> {
     let Some(text) = value else { return Ok(None) };
-    text.trim().parse::<f64>().map(Some).map_err(|_| err(format!("{name} '{text}' is not a number")))
+    let digits = |s: &str| (1..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    let (whole, fraction) = text.split_once('.').map_or((text, None), |(w, f)| (w, Some(f)));
+    match digits(whole) && fraction.is_none_or(digits) {
+        true => Ok(text.parse().ok()),
+        false => Err(err(format!("{name} '{text}' is not a decimal number of milliseconds (like 25 or 2.5)"))),
+    }
 }

@@ -41,6 +41,20 @@ pub fn peers_python() -> Option<PathBuf> {
     None
 }
 
+/// Schemathesis's `st` from the setup's test-tools venv (ENSEMBLE_SERVE_PYTHON); absent: a failure under
+/// CI=true, else a loud skip.
+pub fn schemathesis() -> Option<PathBuf> {
+    let python = std::env::var_os("ENSEMBLE_SERVE_PYTHON").map(PathBuf::from);
+    if let Some(st) = python.and_then(|p| Some(p.parent()?.join("st"))).filter(|st| st.is_file()) {
+        return Some(st);
+    }
+    let why =
+        "schemathesis is missing (ENSEMBLE_SERVE_PYTHON's venv has no `st`): run scripts/setup and source its env.sh";
+    assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true but {why}");
+    eprintln!("\n*** SKIPPED: {why} ***\n");
+    None
+}
+
 /// A dataset spec from `config/datasets/` resolved against the data dir.
 pub fn spec(name: &str, data: &std::path::Path) -> ensemble_serve::features::DatasetSpec {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/datasets").join(format!("{name}.toml"));

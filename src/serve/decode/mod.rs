@@ -18,7 +18,10 @@ mod v2;
 
 pub use tensors::{encode_tensors, Tensor, Values};
 pub use v1::{decode_v1, BodyOptions};
-pub use v2::{decode_v2, V2Meta};
+pub use v2::{
+    decode_v2, InferParameters, Input as InferInput, OutputParameters, OutputRequest, Request as InferRequest,
+    TensorParameters, V2Meta,
+};
 
 /// Marks a slot no value has been written to yet (ids are far below it).
 const UNSET: u32 = u32::MAX;

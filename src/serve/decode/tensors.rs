@@ -38,8 +38,12 @@ pub fn encode_tensors(tensors: &[Tensor], enc: &Encoder, limits: DecodeLimits) -
     }
     let mut builder = RowsBuilder::new(enc, "rows");
     builder.add_rows(rows);
+    let mut given = vec![false; enc.fields.len()];
     for t in tensors {
         let Some(field) = enc.field_index(t.name, 0) else { continue };
+        if std::mem::replace(&mut given[field], true) {
+            return Err(ScoringError::InvalidRequest(format!("input '{}' is given twice", t.name)));
+        }
         let at = (field, t.shape[0] == 1 && rows > 1);
         let got = match &t.values {
             Values::Json(raw) => {

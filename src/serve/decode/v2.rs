@@ -13,44 +13,84 @@ use super::{BodyOptions, DecodeLimits, Encoded};
 use crate::features::Encoder;
 use crate::serve::error::ScoringError;
 
-#[derive(Deserialize)]
-struct Request<'a> {
+/// `POST /v2/models/{name}/infer` body (the JSON header, when binary tensors follow it). Unknown keys are
+/// ignored.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = InferRequest)]
+pub struct Request<'a> {
+    /// Echoed in the answer.
     #[serde(default)]
     id: Option<String>,
+    /// One tensor per model field (any order); tensors naming no field are ignored.
     #[serde(borrow)]
+    #[schema(min_items = 1)]
     inputs: Vec<Input<'a>>,
     #[serde(default)]
+    #[schema(value_type = InferParameters)]
     parameters: Map<String, Value>,
     #[serde(default)]
     outputs: Vec<OutputRequest>,
 }
 
-#[derive(Deserialize)]
-struct Input<'a> {
+/// The request's options (all optional).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documentation only: `options` reads them from the parameter map
+pub struct InferParameters {
+    /// Latency budget in ms (else the `X-Latency-Budget-Ms` header, else the server default).
+    #[schema(minimum = 0)]
+    latency_budget_ms: Option<f64>,
+    /// Hard deadline in ms after arrival: past it the answer is 504 and the request never runs.
+    #[schema(minimum = 0)]
+    timeout_ms: Option<f64>,
+    /// `auto` (budget routing), `ensemble`, `student` (the best), `student:<k>`, each with `:int8` where
+    /// the model has the quantised twin.
+    tier: Option<String>,
+    /// Answer the output as raw little-endian FP32 after the JSON header (binary tensor data extension).
+    binary_data_output: Option<bool>,
+}
+
+/// One input tensor: shape `[N]` or `[N, 1]` with N values, or `[1]` / `[1, 1]` to apply one value to
+/// every row. BYTES elements are the field's raw values; number types carry numbers.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = InferInput)]
+pub struct Input<'a> {
     #[serde(borrow)]
+    #[schema(value_type = String)]
     name: Cow<'a, str>,
+    #[schema(min_items = 1, max_items = 2)]
     shape: Vec<i64>,
     #[serde(borrow)]
+    #[schema(value_type = String)]
     datatype: Cow<'a, str>,
+    /// The values, row-major (absent when `binary_data_size` says they follow the JSON header).
     #[serde(borrow, default)]
+    #[schema(value_type = Vec<Object>)]
     data: Option<&'a RawValue>,
     #[serde(default)]
     parameters: TensorParameters,
 }
 
-#[derive(Deserialize, Default)]
-struct TensorParameters {
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+pub struct TensorParameters {
+    /// Bytes of this tensor after the JSON header (binary tensor data extension; not in JSON bodies).
     #[serde(default)]
     binary_data_size: Option<usize>,
-    #[serde(default)]
-    binary_data: Option<bool>,
 }
 
-#[derive(Deserialize)]
-struct OutputRequest {
+/// An output the client asks for: `probability` (others are ignored).
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct OutputRequest {
     name: String,
     #[serde(default)]
-    parameters: TensorParameters,
+    parameters: OutputParameters,
+}
+
+/// An output's parameters (others are ignored).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+pub struct OutputParameters {
+    /// Answer this output as raw bytes after the JSON header.
+    #[serde(default)]
+    binary_data: Option<bool>,
 }
 
 /// What a v2 answer echoes, and how it writes the output.
@@ -94,7 +134,7 @@ pub fn decode_v2(
         return Err(ScoringError::InvalidRequest(msg));
     }
     let encoded = encode_tensors(&tensors, enc, limits)?;
-    let binary_output = req.parameters.get("binary_data_output").and_then(Value::as_bool).unwrap_or(false)
+    let binary_output = binary_data_output(&req.parameters)?
         || req.outputs.iter().any(|o| o.name == "probability" && o.parameters.binary_data == Some(true));
     Ok((encoded, options, V2Meta { id: req.id, binary_output }))
 }
@@ -117,6 +157,15 @@ fn tensor_data<'a>(input: &Input<'a>, binary: &mut &'a [u8]) -> Result<TensorDat
         (None, Some(n)) => bad(format!("binary_data_size {n}, but {} bytes of binary data are left", binary.len())),
         (Some(_), Some(_)) => bad("both data and binary_data_size".into()),
         (None, None) => bad("no data (give data, or binary_data_size with Inference-Header-Content-Length)".into()),
+    }
+}
+
+/// `binary_data_output`: a boolean when given.
+fn binary_data_output(parameters: &Map<String, Value>) -> Result<bool, ScoringError> {
+    match parameters.get("binary_data_output") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(v) => Err(ScoringError::InvalidRequest(format!("parameter 'binary_data_output': {v} is not a boolean"))),
     }
 }
 

@@ -60,6 +60,20 @@ pub fn call<'a>(model: &'a str, arrival: Instant, headers: &'a HeaderMap) -> Cal
     Call { model, arrival, budget_header: text("x-latency-budget-ms"), timeout_header: text("x-request-timeout-ms") }
 }
 
+/// The headers a scoring request may carry when its body gives no budget or timeout (for the OpenAPI
+/// document; [`call`] reads them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct MillisecondHeaders {
+    /// Latency budget (ms) when the body has none.
+    #[param(rename = "X-Latency-Budget-Ms")]
+    budget: Option<String>,
+    /// Deadline (ms after arrival) when the body has none: past it the answer is 504 and nothing runs.
+    #[param(rename = "X-Request-Timeout-Ms")]
+    timeout: Option<String>,
+}
+
 /// The body as the pipeline expects it: a rejected body (too large, unreadable) is a scoring error.
 pub(super) fn body_bytes(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::Value;
 
-use super::state::{arrival, body_bytes, call, ApiError, AppState, ErrorBody, ErrorDetail};
+use super::state::{arrival, body_bytes, call, ApiError, AppState, ErrorBody, MillisecondHeaders};
 use crate::features::Encoder;
 use crate::serve::arrival::RxClock;
 use crate::serve::decode::{decode_v1, BodyOptions, DecodeLimits, Encoded};
@@ -83,18 +83,6 @@ impl From<Scored> for ScoreResponse {
     }
 }
 
-#[derive(utoipa::OpenApi)]
-#[openapi(
-    info(title = "ensemble-serve", description = "CTR ensemble scoring with latency-budget routing"),
-    paths(score_default, score_named),
-    components(schemas(ScoreRequest, ScoreResponse, ErrorBody, ErrorDetail))
-)]
-struct ApiDoc;
-
-pub(super) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(<ApiDoc as utoipa::OpenApi>::openapi())
-}
-
 /// A v1 body for the pipeline.
 struct V1Body(Result<Bytes, ScoringError>);
 
@@ -126,7 +114,7 @@ enum ScoreAnswers {
     TooLarge(#[to_schema] ErrorBody),
     #[response(status = 422, description = "invalid request, instance, budget, timeout or tier")]
     Invalid(#[to_schema] ErrorBody),
-    #[response(status = 429, description = "too many requests in flight")]
+    #[response(status = 429, description = "too many requests in flight, or no tier can meet the budget now")]
     Overloaded(#[to_schema] ErrorBody),
     #[response(status = 503, description = "batch queue full")]
     QueueFull(#[to_schema] ErrorBody),
@@ -135,11 +123,10 @@ enum ScoreAnswers {
 }
 
 /// Scores instances with the default model.
-#[utoipa::path(post, path = "/v1/score", request_body = ScoreRequest,
-    params(("X-Latency-Budget-Ms" = Option<f64>, Header, description = "latency budget (ms) when the body has none"),
-           ("X-Request-Timeout-Ms" = Option<f64>, Header, description = "deadline (ms after arrival) when the body has none")),
+#[utoipa::path(post, path = "/v1/score", tag = "v1", request_body = ScoreRequest,
+    params(MillisecondHeaders),
     responses(ScoreAnswers))]
-pub(super) async fn score_default(
+pub(crate) async fn score_default(
     State(s): State<Arc<AppState>>,
     conn: Option<Extension<ConnectInfo<RxClock>>>,
     headers: HeaderMap,
@@ -150,12 +137,10 @@ pub(super) async fn score_default(
 }
 
 /// Scores instances with the named model.
-#[utoipa::path(post, path = "/v1/models/{name}/score", request_body = ScoreRequest,
-    params(("name" = String, Path, description = "model name"),
-           ("X-Latency-Budget-Ms" = Option<f64>, Header, description = "latency budget (ms) when the body has none"),
-           ("X-Request-Timeout-Ms" = Option<f64>, Header, description = "deadline (ms after arrival) when the body has none")),
+#[utoipa::path(post, path = "/v1/models/{name}/score", tag = "v1", request_body = ScoreRequest,
+    params(("name" = String, Path, description = "model name"), MillisecondHeaders),
     responses(ScoreAnswers))]
-pub(super) async fn score_named(
+pub(crate) async fn score_named(
     State(s): State<Arc<AppState>>,
     conn: Option<Extension<ConnectInfo<RxClock>>>,
     Path(name): Path<String>,
