@@ -90,6 +90,8 @@ struct Load {
     running_rows: AtomicUsize,
     /// When the graph last ran anything (a batch or a warm-up), µs since `EPOCH`.
     last_run_us: AtomicU64,
+    /// When the graph last ran requests (not a warm-up), µs since `EPOCH`; 0 = never.
+    last_served_us: AtomicU64,
     /// A warm-up run holds the session: an inline request waits for it (one row) instead of queueing.
     warming: AtomicBool,
 }
@@ -97,6 +99,15 @@ struct Load {
 impl Load {
     fn ran_now(&self) {
         self.last_run_us.store(epoch_us(), Ordering::Relaxed);
+    }
+    fn served_now(&self) {
+        let now = epoch_us().max(1);
+        self.last_run_us.store(now, Ordering::Relaxed);
+        self.last_served_us.store(now, Ordering::Relaxed);
+    }
+    fn served_within(&self, span: Duration) -> bool {
+        let served = self.last_served_us.load(Ordering::Relaxed);
+        served != 0 && epoch_us().saturating_sub(served) <= span.as_micros() as u64
     }
     fn idle_for(&self) -> Duration {
         Duration::from_micros(epoch_us().saturating_sub(self.last_run_us.load(Ordering::Relaxed)))
@@ -201,7 +212,7 @@ impl Batcher {
         let result = session.run(ids, self.width, "probability");
         let run_us = start.elapsed().as_secs_f64() * 1e6;
         self.load.running_rows.store(0, Ordering::SeqCst);
-        self.load.ran_now();
+        self.load.served_now();
         drop(session);
         self.estimator.observe(rows, run_us);
         self.metrics.batch_ran(&self.labels(), rows, run_us);
@@ -213,13 +224,15 @@ impl Batcher {
         )
     }
 
-    /// Runs one row through an idle graph that has not run for `after`, so the next request finds its
-    /// weights, code and translations warm (`idle_spin` mode calls this from a `SCHED_IDLE` thread, so it
-    /// only ever uses a core nothing else wants). No metrics or estimates see it. Returns whether it ran.
-    pub fn keep_warm(&self, after: Duration) -> bool {
+    /// Runs one row through an idle graph that has not run for `after` but served requests within `span`,
+    /// so the next request finds its weights, code and translations warm (`idle_spin` mode calls this from a
+    /// `SCHED_IDLE` thread, so it only ever uses a core nothing else wants). Graphs nobody uses now are left
+    /// cold: their warm-ups would only burn CPU (16 graphs for the two shipped models) and hold sessions.
+    /// No metrics or estimates see it. Returns whether it ran.
+    pub fn keep_warm(&self, after: Duration, span: Duration) -> bool {
         let busy =
             self.load.queued_jobs.load(Ordering::SeqCst) > 0 || self.load.running_rows.load(Ordering::SeqCst) > 0;
-        if busy || self.load.idle_for() < after {
+        if busy || self.load.idle_for() < after || !self.load.served_within(span) {
             return false;
         }
         let Ok(mut session) = self.session.try_lock() else { return false };
@@ -338,7 +351,7 @@ impl Worker {
             let run = start.elapsed();
             let run_us = run.as_secs_f64() * 1e6;
             self.load.running_rows.store(0, Ordering::SeqCst);
-            self.load.ran_now();
+            self.load.served_now();
             self.estimator.observe(rows, run_us);
             metrics.batch_ran(&labels, rows, run_us);
             answer(jobs, result, start, run_us, rows, &metrics.queue_us.with_label_values(&labels));

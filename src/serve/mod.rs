@@ -110,6 +110,8 @@ pub fn build_state(
 
 /// In `idle_spin` mode a graph idle this long gets a one-row warm-up run.
 const WARM_AFTER: Duration = Duration::from_millis(1);
+/// `idle_spin` keeps warm only the graphs that served a request this recently.
+const WARM_SPAN: Duration = Duration::from_secs(2);
 
 /// Serves until SIGINT/SIGTERM, then stops accepting, lets in-flight requests finish and returns.
 pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfig) -> Result<(), ServeError> {
@@ -117,7 +119,7 @@ pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfi
     let _spinners = cfg.idle_spin.then(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let warm = state.clone();
-        let spinners = idle_spin::start(cores, Arc::new(move || warm.scorer.registry.keep_warm(WARM_AFTER)));
+        let spinners = idle_spin::start(cores, Arc::new(move || warm.scorer.registry.keep_warm(WARM_AFTER, WARM_SPAN)));
         tracing::info!(spinners = spinners.running, cores, "idle_spin: cores kept out of halt at SCHED_IDLE");
         spinners
     });

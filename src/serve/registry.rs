@@ -236,10 +236,10 @@ impl Registry {
     }
 
     /// Gives every graph idle for `after` a one-row warm-up run (see [`Batcher::keep_warm`]).
-    pub fn keep_warm(&self, after: Duration) {
+    pub fn keep_warm(&self, after: Duration, span: Duration) {
         for model in self.models.load().values() {
             for tier in &model.tiers {
-                tier.batcher.keep_warm(after);
+                tier.batcher.keep_warm(after, span);
             }
         }
     }
