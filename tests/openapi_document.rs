@@ -27,9 +27,9 @@ async fn each_model_has_paths_with_its_own_fields_and_tiers() {
             let path = path.replace("{m}", name).replace("{v}", &m.version);
             assert!(doc["paths"][&path].is_object(), "{path} is documented");
         }
-        let score = &doc["components"]["schemas"][format!("{name}.ScoreRequest")];
+        let score = &doc["components"]["schemas"][format!("{name}.InstancesRequest")];
         let fields: Vec<&str> = m.artifact.encoder.fields.iter().map(|f| f.spec.name.as_str()).collect();
-        assert_eq!(score["properties"]["instances"]["items"]["required"], json!(fields), "{name}");
+        assert_eq!(doc["components"]["schemas"][format!("{name}.Row")]["required"], json!(fields), "{name}");
         assert_eq!(score["properties"]["instances"]["maxItems"], json!(state.scorer.limits.max_instances));
         let tiers = score["properties"]["tier"]["enum"].as_array().unwrap();
         for t in &m.tiers {

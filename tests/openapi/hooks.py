@@ -21,7 +21,7 @@ def _model_fields(case):
         return None
     schemas = case.operation.schema.raw_schema["components"]["schemas"]
     prefix = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in model)
-    return list(schemas[f"{prefix}.ScoreRequest"]["properties"]["context"]["properties"])
+    return list(schemas[f"{prefix}.PartialRow"]["properties"])
 
 
 def _one_place_per_field(body, fields):

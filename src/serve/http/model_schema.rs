@@ -75,40 +75,59 @@ fn tier_schema(m: &LoadedModel, description: &Value) -> Value {
     json!({"enum": names, "description": description})
 }
 
-/// `/v1/score` for this model: the handler type's schema with the model's rows and tiers, and the rule that
-/// a body gives `instances` or `context` + `candidates`.
-pub fn score_request(base: &Value, m: &LoadedModel, limits: RequestLimits) -> Value {
-    let mut s = base.clone();
-    let rows = |item: Value, what: &str| {
-        json!({"type": "array", "items": item, "minItems": 1, "maxItems": limits.max_rows,
-               "description": base["properties"][what]["description"]})
+/// `/v1/score` for this model as named components (`<prefix>.<name>`): the handler type's schema with the
+/// model's rows and tiers, as one of its two shapes (`instances`, or `context` + `candidates`), each a closed
+/// object, so generated clients get a union of two types.
+pub fn score_request(base: &Value, m: &LoadedModel, limits: RequestLimits, prefix: &str) -> Vec<(String, Value)> {
+    let reference = |name: &str| json!({"$ref": format!("#/components/schemas/{prefix}.{name}")});
+    let described = |mut schema: Value, what: &str| {
+        schema["description"] = base["properties"][what]["description"].clone();
+        schema
     };
-    let p = &mut s["properties"];
-    p["instances"] = rows(row(m, !limits.missing_as_oov), "instances");
-    p["candidates"] = rows(row(m, false), "candidates");
-    let mut context = row(m, false);
-    context["description"] = base["properties"]["context"]["description"].clone();
-    p["context"] = context;
-    p["tier"] = tier_schema(m, &base["properties"]["tier"]["description"]);
-    s["additionalProperties"] = json!(false);
-    s["oneOf"] = json!([
-        {"required": ["instances"], "not": {"anyOf": [{"required": ["context"]}, {"required": ["candidates"]}]}},
-        {"required": ["context", "candidates"], "not": {"required": ["instances"]}},
+    let rows = |item: Value, what: &str| {
+        described(json!({"type": "array", "items": item, "minItems": 1, "maxItems": limits.max_rows}), what)
+    };
+    let shape = |rows: Vec<(&str, Value)>| {
+        let mut p = base["properties"].as_object().cloned().unwrap_or_default();
+        p.retain(|k, _| !matches!(k.as_str(), "instances" | "context" | "candidates"));
+        p.insert("tier".into(), tier_schema(m, &base["properties"]["tier"]["description"]));
+        let required: Vec<&str> = rows.iter().map(|(k, _)| *k).collect();
+        p.extend(rows.into_iter().map(|(k, v)| (k.to_string(), v)));
+        json!({"type": "object", "properties": p, "required": required, "additionalProperties": false})
+    };
+    let instances = shape(vec![("instances", rows(reference("Row"), "instances"))]);
+    let ranking = shape(vec![
+        ("context", described(reference("PartialRow"), "context")),
+        ("candidates", rows(reference("PartialRow"), "candidates")),
     ]);
-    let row: serde_json::Map<String, Value> = known_values(m).into_iter().map(|(f, v)| (f.into(), json!(v))).collect();
-    s["examples"] = json!([{"instances": [row]}]);
-    s["description"] = json!(
-        "Give `instances`, or `context` + `candidates`. With a context, each field is given once: in the \
-         context or in every candidate (a field in both is refused)."
-    );
-    s
+    let example: serde_json::Map<String, Value> =
+        known_values(m).into_iter().map(|(f, v)| (f.into(), json!(v))).collect();
+    let request = json!({
+        "oneOf": [reference("InstancesRequest"), reference("RankingRequest")],
+        "examples": [{"instances": [example]}],
+        "description": "Give `instances`, or `context` + `candidates`. With a context, each field is given once: \
+            in the context or in every candidate (a field in both is refused).",
+    });
+    [
+        ("Row", row(m, !limits.missing_as_oov)),
+        ("PartialRow", row(m, false)),
+        ("InstancesRequest", instances),
+        ("RankingRequest", ranking),
+        ("ScoreRequest", request),
+    ]
+    .into_iter()
+    .map(|(name, schema)| (format!("{prefix}.{name}"), schema))
+    .collect()
 }
 
-/// A tensor's shape: `[N]` or `[N, 1]`.
+/// A tensor's shape: `[N]` or `[N, 1]` (two branches: OpenAPI client generators read a plain array of
+/// integers better than a tuple).
 fn shape(limits: RequestLimits) -> Value {
-    json!({"type": "array", "minItems": 1, "maxItems": 2,
-           "prefixItems": [{"type": "integer", "minimum": 1, "maximum": limits.max_rows}, {"const": 1}],
-           "description": "[N] or [N, 1]; N = 1 applies the value to every row"})
+    let n = json!({"type": "integer", "minimum": 1, "maximum": limits.max_rows});
+    json!({"oneOf": [
+        {"type": "array", "items": n, "minItems": 1, "maxItems": 1},
+        {"type": "array", "prefixItems": [n, {"const": 1}], "minItems": 2, "maxItems": 2},
+    ], "description": "[N] or [N, 1]; N = 1 applies the value to every row"})
 }
 
 /// One field's input tensor.

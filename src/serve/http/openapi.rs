@@ -71,7 +71,9 @@ fn add_model_schemas(doc: &mut Value, models: &[Arc<LoadedModel>], limits: Reque
     let (score, infer) = (schemas["ScoreRequest"].clone(), schemas["InferRequest"].clone());
     for m in models {
         let p = prefix(&m.name);
-        schemas[format!("{p}.ScoreRequest")] = score_request(&score, m, limits);
+        for (name, schema) in score_request(&score, m, limits, &p) {
+            schemas[name] = schema;
+        }
         schemas[format!("{p}.InferRequest")] = infer_request(&infer, m, limits);
     }
 }

@@ -105,21 +105,21 @@ pub async fn score_body(s: &AppState, call: Call<'_>, body: Bytes) -> Result<Sco
 #[allow(dead_code)]
 enum ScoreAnswers {
     #[response(status = 200, description = "scored")]
-    Scored(#[to_schema] ScoreResponse),
+    Scored(ScoreResponse),
     #[response(status = 400, description = "body is not JSON")]
-    NotJson(#[to_schema] ErrorBody),
+    NotJson(ErrorBody),
     #[response(status = 404, description = "unknown model")]
-    UnknownModel(#[to_schema] ErrorBody),
+    UnknownModel(ErrorBody),
     #[response(status = 413, description = "body too large or too many instances")]
-    TooLarge(#[to_schema] ErrorBody),
+    TooLarge(ErrorBody),
     #[response(status = 422, description = "invalid request, instance, budget, timeout or tier")]
-    Invalid(#[to_schema] ErrorBody),
+    Invalid(ErrorBody),
     #[response(status = 429, description = "too many requests in flight, or no tier can meet the budget now")]
-    Overloaded(#[to_schema] ErrorBody),
+    Overloaded(ErrorBody),
     #[response(status = 503, description = "batch queue full")]
-    QueueFull(#[to_schema] ErrorBody),
+    QueueFull(ErrorBody),
     #[response(status = 504, description = "deadline exceeded before the request could run")]
-    Deadline(#[to_schema] ErrorBody),
+    Deadline(ErrorBody),
 }
 
 /// Scores instances with the default model.

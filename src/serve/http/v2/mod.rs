@@ -174,17 +174,17 @@ fn header_len(headers: &HeaderMap) -> Result<Option<usize>, ScoringError> {
 #[allow(dead_code)]
 enum InferErrors {
     #[response(status = 400, description = "malformed or invalid request")]
-    Invalid(#[to_schema] V2ErrorBody),
+    Invalid(V2ErrorBody),
     #[response(status = 404, description = "unknown model or version")]
-    UnknownModel(#[to_schema] V2ErrorBody),
+    UnknownModel(V2ErrorBody),
     #[response(status = 413, description = "body too large or too many rows")]
-    TooLarge(#[to_schema] V2ErrorBody),
+    TooLarge(V2ErrorBody),
     #[response(status = 429, description = "too many requests in flight, or no tier can meet the budget now")]
-    Overloaded(#[to_schema] V2ErrorBody),
+    Overloaded(V2ErrorBody),
     #[response(status = 503, description = "batch queue full")]
-    QueueFull(#[to_schema] V2ErrorBody),
+    QueueFull(V2ErrorBody),
     #[response(status = 504, description = "the request's deadline passed before it could run")]
-    Deadline(#[to_schema] V2ErrorBody),
+    Deadline(V2ErrorBody),
 }
 
 /// Every answer of the infer endpoints: the errors above, and 200 as JSON or as the binary extension's
