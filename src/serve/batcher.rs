@@ -356,8 +356,8 @@ impl Worker {
             metrics.batch_ran(&labels, rows, run_us);
             answer(jobs, result, start, run_us, rows, &metrics.queue_us.with_label_values(&labels));
             let (queued, busy) = (self.load.queued_rows.load(Ordering::SeqCst), demand.observe(run, Instant::now()));
-            let full = rows >= self.max_batch_rows;
-            demand.pause = self.cooling.after_batch(run, self.estimator.run_us(1), busy, full, queued);
+            let one_row_us = self.estimator.run_us(1);
+            demand.pause = self.cooling.after_batch(run, one_row_us, busy, (rows, self.max_batch_rows), queued);
         }
     }
 

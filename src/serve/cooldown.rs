@@ -25,16 +25,20 @@ impl Cooling {
         }
     }
 
-    /// Sleeps for `cooldown_pause` after a batch, telling submitters meanwhile.
+    /// Sleeps for `cooldown_pause` after a batch of `rows` (of at most `max_rows`), telling submitters
+    /// meanwhile. A queue already holding half a batch fills the next one without waiting, and requests that
+    /// big (ranking requests: 165 rows of 256) could not share a batch anyway: a pause would only idle the core.
     pub(super) fn after_batch(
         &self,
         run: Duration,
         one_row_us: f64,
         demand: f64,
-        was_full: bool,
+        rows: (usize, usize),
         queued_rows: usize,
     ) -> Duration {
-        let busy = demand >= BUSY_DEMAND && !was_full && queued_rows > 0;
+        let (batch_rows, max_rows) = rows;
+        let backlog = batch_rows >= max_rows || 2 * queued_rows > max_rows;
+        let busy = demand >= BUSY_DEMAND && !backlog && queued_rows > 0;
         let Some(pause) = cooldown_pause(self.ratio, run, one_row_us).filter(|_| busy) else {
             return Duration::ZERO;
         };
@@ -109,10 +113,12 @@ mod tests {
     fn only_a_busy_graph_with_rows_waiting_and_room_in_its_batch_cools() {
         let cooling = Cooling::new(1.0);
         let run = 200 * US;
-        assert_eq!(cooling.after_batch(run, 120.0, 0.9, false, 3), 200 * US);
-        assert_eq!(cooling.after_batch(run, 120.0, 0.3, false, 3), Duration::ZERO, "not busy");
-        assert_eq!(cooling.after_batch(run, 120.0, 0.9, false, 0), Duration::ZERO, "nothing queued");
-        assert_eq!(cooling.after_batch(run, 120.0, 0.9, true, 500), Duration::ZERO, "a backlog");
+        assert_eq!(cooling.after_batch(run, 120.0, 0.9, (4, 256), 3), 200 * US);
+        assert_eq!(cooling.after_batch(run, 120.0, 0.3, (4, 256), 3), Duration::ZERO, "not busy");
+        assert_eq!(cooling.after_batch(run, 120.0, 0.9, (4, 256), 0), Duration::ZERO, "nothing queued");
+        assert_eq!(cooling.after_batch(run, 120.0, 0.9, (256, 256), 500), Duration::ZERO, "a backlog");
+        assert_eq!(cooling.after_batch(run, 120.0, 0.9, (165, 256), 165), Duration::ZERO, "half a batch queued");
+        assert_eq!(cooling.after_batch(run, 120.0, 0.9, (165, 256), 128), 200 * US, "room for more");
         assert!(cooling.left().is_zero());
     }
 
