@@ -11,12 +11,12 @@ use common::server::Server;
 #[test]
 fn a_generated_openapi_client_scores_like_raw_json() {
     let data_dir = require_data!();
-    let Some(st) = common::schemathesis() else { return };
-    let bin = st.parent().unwrap();
+    let Some(generator) = common::test_tool("openapi-python-client") else { return };
+    let python = generator.with_file_name("python");
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let server = Server::start(&repo.join("models"), &[]);
     let out_dir = tempfile::tempdir().unwrap();
-    let generated = Command::new(bin.join("openapi-python-client"))
+    let generated = Command::new(&generator)
         .current_dir(out_dir.path())
         .args(["generate", "--url", &format!("{}/openapi.json", server.base), "--meta", "none"])
         .output()
@@ -26,7 +26,7 @@ fn a_generated_openapi_client_scores_like_raw_json() {
     assert!(generated.status.success(), "the generator failed");
     assert!(!log.contains("Unable to"), "the generator left parts of the document out (above)");
     let spec = common::spec("frappe_ctr", &data_dir);
-    let check = Command::new(bin.join("python"))
+    let check = Command::new(&python)
         .arg(repo.join("tests/openapi/generated_client_check.py"))
         .args(["--url", &server.base, "--client-dir"])
         .arg(out_dir.path())

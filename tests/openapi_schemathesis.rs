@@ -15,7 +15,7 @@ const TOKEN: &str = "schemathesis-token";
 
 #[test]
 fn schemathesis_all_checks_find_no_failure() {
-    let Some(st) = common::schemathesis() else { return };
+    let Some(st) = common::test_tool("st") else { return };
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let server = Server::start(&repo.join("models"), &["--admin-token", TOKEN]);
     let settings = repo.join("tests/openapi");

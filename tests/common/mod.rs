@@ -41,15 +41,14 @@ pub fn peers_python() -> Option<PathBuf> {
     None
 }
 
-/// Schemathesis's `st` from the setup's test-tools venv (ENSEMBLE_SERVE_PYTHON); absent: a failure under
-/// CI=true, else a loud skip.
-pub fn schemathesis() -> Option<PathBuf> {
+/// A command-line tool from the setup's test-tools venv (ENSEMBLE_SERVE_PYTHON's `bin/`: `st`,
+/// `openapi-python-client`, `python`); absent: a failure under CI=true, else a loud skip.
+pub fn test_tool(name: &str) -> Option<PathBuf> {
     let python = std::env::var_os("ENSEMBLE_SERVE_PYTHON").map(PathBuf::from);
-    if let Some(st) = python.and_then(|p| Some(p.parent()?.join("st"))).filter(|st| st.is_file()) {
-        return Some(st);
+    if let Some(tool) = python.and_then(|p| Some(p.parent()?.join(name))).filter(|t| t.is_file()) {
+        return Some(tool);
     }
-    let why =
-        "schemathesis is missing (ENSEMBLE_SERVE_PYTHON's venv has no `st`): run scripts/setup and source its env.sh";
+    let why = format!("`{name}` is missing from ENSEMBLE_SERVE_PYTHON's venv: run scripts/setup and source its env.sh");
     assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true but {why}");
     eprintln!("\n*** SKIPPED: {why} ***\n");
     None
