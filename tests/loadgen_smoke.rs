@@ -1,6 +1,7 @@
 //! The load generator's 10-second smoke scenario against the real server on the shipped default model:
 //! open-loop Poisson load, real frappe test rows, every request answered, and the AUC of the scores the
-//! server returned equal to the ensemble's offline AUC on the same rows.
+//! server returned equal to the ensemble's offline AUC on the same rows; and a ranking phase and a closed loop
+//! run in turns with the executed ideal server and raw ONNX Runtime.
 #![cfg(feature = "loadgen")]
 mod common;
 
@@ -36,4 +37,40 @@ fn smoke_scenario_has_no_errors_and_offline_auc() {
     for f in ["summary.md", "results.json"] {
         assert!(results.join(f).is_file(), "{f} missing");
     }
+}
+
+/// The ideal server executed beside an open-loop phase, and raw ONNX Runtime beside a closed loop, give
+/// every phase its figures: the executed ideal p99 (at least one 165-row run) and a share of raw rows/s.
+#[test]
+fn phases_in_turns_with_the_ideal_server() {
+    let data_dir = require_data!();
+    let out = tempfile::tempdir().unwrap();
+    let results = out.path().join("turns");
+    let status = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["run", "tests/loadgen/turns.toml", "--quiet", "--models-dir", "models"])
+        .arg("--serve-bin")
+        .arg(env!("CARGO_BIN_EXE_serve"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--out")
+        .arg(&results)
+        .status()
+        .unwrap();
+    assert!(status.success(), "loadgen failed: {status}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(results.join("results.json")).unwrap()).unwrap();
+    let (open, closed) = (&r["phases"][0], &r["phases"][1]);
+    for p in [open, closed] {
+        let sent = p["sent"].as_u64().unwrap();
+        assert!(sent > 10, "phase sent only {sent}: {p}");
+        assert_eq!(p["answered_ok"].as_u64().unwrap(), sent, "not every request answered: {p}");
+        let raw = p["raw_rows_per_s"].as_f64().unwrap();
+        let share = p["instances_per_s"].as_f64().unwrap() / raw;
+        assert!(raw > 1000.0 && share > 0.0 && share < 2.0, "raw {raw} rows/s, share {share}: {p}");
+    }
+    let floor_165_ms = r["floors"]["before"]["ensemble"][4][1].as_f64().unwrap() / 1e3;
+    let ideal = open["ideal_run_p99_ms"].as_f64().expect("the open phase's executed ideal");
+    assert!(ideal > 0.3 * floor_165_ms && ideal < 1000.0, "executed ideal p99 {ideal} ms");
+    assert!(closed["ideal_run_p99_ms"].is_null(), "a closed loop has no arrival trace to replay: {closed}");
+    // A closed loop of 2 connections keeps the server busy: it answers more than the open phase's 40 rps.
+    assert!(closed["ok_rps"].as_f64().unwrap() > 40.0, "closed loop: {closed}");
 }

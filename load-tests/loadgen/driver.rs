@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, Normal};
 
-use crate::protocol::Sender;
+use crate::protocol::{Answer, Prepared, Sender};
 use crate::replay::Replay;
 use crate::scenario::{Arrival, BudgetShare, Policy, RowsDist};
 
@@ -44,6 +44,26 @@ pub struct Shot {
     pub run_us: u32,
 }
 
+impl Shot {
+    /// A request of `phase` not sent yet (a generator overflow until an answer says otherwise).
+    fn empty(phase: u16) -> Self {
+        Shot {
+            phase,
+            sched_ns: 0,
+            latency_us: 0,
+            status: GENERATOR_OVERFLOW,
+            tier: u8::MAX,
+            budget_ms: 0.0,
+            scores_at: 0,
+            rows: 0,
+            first_row: 0,
+            lag_us: 0,
+            server_us: 0,
+            run_us: 0,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Collected {
     pub shots: Vec<Shot>,
@@ -53,6 +73,24 @@ pub struct Collected {
 }
 
 impl Collected {
+    /// Appends a later run's outcomes, its schedule shifted by `offset_ns` (one phase run in chunks).
+    pub fn absorb(&mut self, later: Collected, offset_ns: u64) {
+        let scores_base = self.scores.len() as u32;
+        let tiers: Vec<u8> = later.tiers.iter().map(|t| self.tier_index(t)).collect();
+        self.shots.extend(later.shots.into_iter().map(|s| Shot {
+            sched_ns: s.sched_ns + offset_ns,
+            scores_at: s.scores_at + scores_base,
+            tier: tiers.get(s.tier as usize).copied().unwrap_or(u8::MAX),
+            ..s
+        }));
+        self.scores.extend(later.scores);
+    }
+
+    /// (scheduled ns, rows) of every request: an arrival trace.
+    pub fn trace(&self) -> Vec<(u64, u32)> {
+        self.shots.iter().map(|s| (s.sched_ns, s.rows)).collect()
+    }
+
     fn tier_index(&mut self, label: &str) -> u8 {
         if let Some(i) = self.tiers.iter().position(|t| t == label) {
             return i as u8;
@@ -78,10 +116,13 @@ pub struct Load<'a> {
     pub rows_dist: Option<RowsDist>,
 }
 
-/// One segment of a run: `rate` requests/s for `duration`.
+/// One segment of a run: `rate` requests/s for `duration` (or a closed loop, see [`run_closed`]).
+#[derive(Clone, Copy)]
 pub struct Segment {
     pub phase: u16,
     pub rate: f64,
+    /// Closed loop with this many connections instead of arrivals at `rate`.
+    pub closed: Option<usize>,
     pub duration: Duration,
 }
 
@@ -105,26 +146,21 @@ pub fn run_segments(
         offset += first_gap(load.arrival, seg.rate, &gap, &mut rng);
         while offset < end {
             let sched = start + Duration::from_secs_f64(offset);
-            sleep_until(sched);
             let i = *next_request;
             *next_request += 1;
             let budget = draw_budget(load.budgets, &mut rng);
             let rows = draw_rows(load, &mut rng);
             let shot = Shot {
-                phase: seg.phase,
                 sched_ns: sched.duration_since(start).as_nanos() as u64,
-                latency_us: 0,
-                status: GENERATOR_OVERFLOW,
-                tier: u8::MAX,
                 budget_ms: budget as f32,
-                scores_at: 0,
                 rows: rows as u32,
-                first_row: 0,
-                lag_us: 0,
-                server_us: 0,
-                run_us: 0,
+                ..Shot::empty(seg.phase)
             };
-            fire(rt, load, i, shot, sched, &collected, &outstanding);
+            // The body is built before its send time: building it is the client's work, not the server's.
+            let first_row = load.replay.first_row(i);
+            let request = load.sender.prepare(load.replay, first_row, rows, load.policy.tier(), budget);
+            sleep_until(sched);
+            fire(rt, load, Shot { first_row, ..shot }, (request, sched), &collected, &outstanding);
             progress.inc(1);
             offset += match load.arrival {
                 Arrival::Poisson => gap.sample(&mut rng),
@@ -165,35 +201,38 @@ fn draw_budget(mix: &[BudgetShare], rng: &mut ChaCha8Rng) -> f64 {
     mix.last().map_or(10.0, |b| b.ms)
 }
 
-/// Precise sleep: the thread's timer slack is 1 ns (set in main), so this wakes within a few µs.
+/// Precise sleep: the thread's timer slack is 1 ns (set in main), and the last [`SPIN_BEFORE`] is spent
+/// yielding in a loop, because a timer wake-up of an idle virtual CPU was measured 100–150 µs late here.
 fn sleep_until(t: Instant) {
     let now = Instant::now();
-    if t > now {
-        std::thread::sleep(t - now);
+    if t > now + SPIN_BEFORE {
+        std::thread::sleep(t - now - SPIN_BEFORE);
+    }
+    while Instant::now() < t {
+        // Yielding lets the client's runtime thread on this core answer and send meanwhile.
+        std::thread::yield_now();
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// How long before a send time the pacing thread stops sleeping.
+const SPIN_BEFORE: Duration = Duration::from_micros(400);
+
+/// Sends `request` (built ahead of its scheduled time `sched`) without waiting for its answer.
 fn fire(
     rt: &tokio::runtime::Runtime,
     load: &Load,
-    i: u64,
     shot: Shot,
-    sched: Instant,
+    (request, sched): (Prepared, Instant),
     collected: &Arc<Mutex<Collected>>,
     outstanding: &Arc<AtomicUsize>,
 ) {
-    let first_row = load.replay.first_row(i);
     let n_rows = load.replay.rows.len() as u32;
-    let shot = Shot { first_row, ..shot };
     if outstanding.load(Ordering::SeqCst) >= load.max_outstanding {
         collected.lock().expect("collector").shots.push(shot);
         return;
     }
     outstanding.fetch_add(1, Ordering::SeqCst);
-    let request =
-        load.sender.prepare(load.replay, first_row, shot.rows as usize, load.policy.tier(), shot.budget_ms as f64);
-    // The lag counts building the body: it is time the request spends in the generator after its schedule.
+    // The lag: how late the pacing thread woke for this send (a starved generator measures itself).
     let lag_us = sched.elapsed().as_micros().min(u32::MAX as u128) as u32;
     let shot = Shot { lag_us, ..shot };
     let (collected, outstanding, connections) = (collected.clone(), outstanding.clone(), load.connections.clone());
@@ -202,19 +241,80 @@ fn fire(
         let permit = connections.acquire_owned().await.expect("connection semaphore is never closed");
         let (status, answer) = sender.send(request).await;
         drop(permit);
-        let latency_us = sched.elapsed().as_micros() as u64;
-        let mut c = collected.lock().expect("collector");
-        let mut shot = Shot { latency_us, status, ..shot };
-        if let Some(a) = answer {
-            shot.tier = c.tier_index(&a.served_by);
-            shot.server_us = a.server_time_us.round().clamp(0.0, u32::MAX as f64) as u32;
-            shot.run_us = a.inference_time_us.round().clamp(0.0, u32::MAX as f64) as u32;
-            shot.scores_at = c.scores.len() as u32;
-            let rows = a.probabilities.iter().enumerate().map(|(j, &p)| ((first_row + j as u32) % n_rows, p));
-            c.scores.extend(rows);
-        }
-        c.shots.push(shot);
-        drop(c);
+        record(&collected, Shot { status, ..shot }, sched, answer, n_rows);
         outstanding.fetch_sub(1, Ordering::SeqCst);
     });
+}
+
+/// Files one answered (or failed) request: its latency from `sched`, the tier and times the server reported,
+/// and its scores by replay row (`n_rows` rows, cycling).
+fn record(collected: &Mutex<Collected>, shot: Shot, sched: Instant, answer: Option<Answer>, n_rows: u32) {
+    let latency_us = sched.elapsed().as_micros() as u64;
+    let mut c = collected.lock().expect("collector");
+    let mut shot = Shot { latency_us, ..shot };
+    if let Some(a) = answer {
+        shot.tier = c.tier_index(&a.served_by);
+        shot.server_us = a.server_time_us.round().clamp(0.0, u32::MAX as f64) as u32;
+        shot.run_us = a.inference_time_us.round().clamp(0.0, u32::MAX as f64) as u32;
+        shot.scores_at = c.scores.len() as u32;
+        let first = shot.first_row;
+        c.scores.extend(a.probabilities.iter().enumerate().map(|(j, &p)| ((first + j as u32) % n_rows, p)));
+    }
+    c.shots.push(shot);
+}
+
+/// Requests built ahead for a closed-loop segment, sent in turn.
+const CLOSED_POOL: u64 = 256;
+
+/// A closed-loop segment: each of `clients` connections sends its next request as soon as its previous one
+/// is answered, for `seg.duration`. It measures the server's throughput at saturation; with no pacing there
+/// is no send lag to spoil it.
+pub fn run_closed(
+    rt: &tokio::runtime::Runtime,
+    load: &Load,
+    (seg, clients): (&Segment, usize),
+    next_request: &mut u64,
+    progress: &indicatif::ProgressBar,
+) -> Collected {
+    let mut rng = ChaCha8Rng::seed_from_u64(load.seed ^ *next_request);
+    let pool: Arc<Vec<(Prepared, Shot)>> = Arc::new(
+        (*next_request..*next_request + CLOSED_POOL)
+            .map(|i| {
+                let (budget, rows) = (draw_budget(load.budgets, &mut rng), draw_rows(load, &mut rng));
+                let first_row = load.replay.first_row(i);
+                let request = load.sender.prepare(load.replay, first_row, rows, load.policy.tier(), budget);
+                let shot = Shot { first_row, rows: rows as u32, budget_ms: budget as f32, ..Shot::empty(seg.phase) };
+                (request, shot)
+            })
+            .collect(),
+    );
+    *next_request += CLOSED_POOL;
+    let (collected, n_rows) = (Arc::new(Mutex::new(Collected::default())), load.replay.rows.len() as u32);
+    let start = Instant::now();
+    let end = start + seg.duration;
+    let tasks: Vec<_> = (0..clients.max(1))
+        .map(|client| {
+            let (pool, collected, sender, progress) =
+                (pool.clone(), collected.clone(), load.sender.clone(), progress.clone());
+            rt.spawn(async move {
+                let mut k = client;
+                while Instant::now() < end {
+                    let (request, shot) = &pool[k % pool.len()];
+                    k += clients;
+                    let sent = Instant::now();
+                    let (status, answer) = sender.send(request.clone()).await;
+                    let shot = Shot { sched_ns: (sent - start).as_nanos() as u64, status, ..*shot };
+                    record(&collected, shot, sent, answer, n_rows);
+                    progress.inc(1);
+                }
+            })
+        })
+        .collect();
+    rt.block_on(async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    let mut c = collected.lock().expect("collector");
+    std::mem::take(&mut *c)
 }

@@ -1,6 +1,7 @@
 //! `loadgen`: open-loop load against the ensemble-serve HTTP server, replaying real rows of a dataset split.
 //! See load-tests/README.md for the scenarios and how to read the results.
 mod driver;
+mod floors;
 mod plots;
 mod protocol;
 mod replay;
@@ -8,6 +9,7 @@ mod report;
 mod scenario;
 mod server;
 mod stats;
+mod turns;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,14 +19,14 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use driver::{run_segments, Collected, Load, Segment, Shot};
-use ensemble_serve::artifact::Artifact;
-use ensemble_serve::runtime::GraphSession;
+use driver::{run_closed, run_segments, Collected, Load, Segment, Shot};
+use floors::{offline_and_floors, FloorRecord, FloorSession, Floors};
 use protocol::{Protocol, Sender};
 use replay::Replay;
 use report::RunResults;
 use scenario::{Policy, Scenario, Target};
 use stats::{summarise, timeline, PhaseInfo};
+use turns::{judge_against_floors, run_beside_ideal, run_closed_beside_raw};
 
 #[derive(Parser)]
 #[command(name = "loadgen", about = "Open-loop load generator for ensemble-serve (loopback targets only)")]
@@ -147,11 +149,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         bases.push(format!("{} {base}", target.name()));
     }
-    // The machine's speed drifts: floors timed again after the run, and the ideal server gets the faster of
-    // the two at each size (the more demanding floor).
+    // The machine's speed drifts: floors timed again after the run, and the ideal server of a continuous
+    // run's phases gets the faster of the two at each size (the more demanding floor); other phases were
+    // judged against the floors on either side of them.
     let after = floor_session.measure(&replay)?;
     let floors = FloorRecord::new(floors, after);
-    for x in &mut phases {
+    for x in phases.iter_mut().filter(|x| x.raw_rows_per_s.is_none()) {
         let policy = if x.policy.ends_with(Policy::Student.name()) { Policy::Student } else { Policy::Ensemble };
         x.ideal_p99_ms = stats::ideal_p99_ms(&x.trace, &|rows| floors.best.service_us(policy, rows));
     }
@@ -209,99 +212,6 @@ fn spawn(args: &RunArgs, sc: &Scenario, target: Target) -> Result<server::Spawne
     .map_err(anyhow::Error::msg)
 }
 
-/// Raw ONNX Runtime µs by rows (ascending) of the graph each policy forces: the ideal server's cost.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct Floors {
-    ensemble: Vec<(usize, f64)>,
-    student: Vec<(usize, f64)>,
-}
-
-impl Floors {
-    /// The ideal server's time for a request of `rows` rows under `policy` (budget routing: the ensemble's).
-    fn service_us(&self, policy: Policy, rows: usize) -> f64 {
-        let p = if policy == Policy::Student { &self.student } else { &self.ensemble };
-        let i = p.iter().position(|&(n, _)| n >= rows).unwrap_or(p.len() - 1).max(1);
-        let ((x0, y0), (x1, y1)) = (p[i - 1], p[i]);
-        (y0 + (y1 - y0) * (rows as f64 - x0 as f64) / (x1 - x0) as f64).max(1.0)
-    }
-}
-
-/// Rows at which the floors are measured (a request's time is interpolated between them).
-const FLOOR_ROWS: [usize; 8] = [1, 16, 64, 128, 165, 256, 512, 1024];
-
-impl Floors {
-    /// The faster of two measurements at each size.
-    fn min(a: &Floors, b: &Floors) -> Floors {
-        let min =
-            |x: &[(usize, f64)], y: &[(usize, f64)]| x.iter().zip(y).map(|(&(n, u), &(_, v))| (n, u.min(v))).collect();
-        Floors { ensemble: min(&a.ensemble, &b.ensemble), student: min(&a.student, &b.student) }
-    }
-}
-
-/// The floors timed before and after the run, and what the ideal server used.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct FloorRecord {
-    pub before: Floors,
-    pub after: Floors,
-    /// The faster of the two at each size.
-    pub best: Floors,
-    /// How much slower (%) the slower measurement was at 165 rows on the ensemble: the machine's drift.
-    pub drift_pct_165: f64,
-}
-
-impl FloorRecord {
-    fn new(before: Floors, after: Floors) -> Self {
-        let at = |f: &Floors| f.service_us(Policy::Ensemble, 165);
-        let (a, b) = (at(&before), at(&after));
-        let drift_pct_165 = (a.max(b) / a.min(b) - 1.0) * 100.0;
-        Self { best: Floors::min(&before, &after), before, after, drift_pct_165 }
-    }
-}
-
-/// What times the floors: the served model's graphs in this process, on the server's cores (the timing
-/// thread moves there while no server runs, then back: one core's speed is not another's on this host).
-struct FloorSession {
-    artifact: Artifact,
-    env: &'static ort::environment::Environment,
-    student: String,
-    /// (server, generator) CPUs.
-    cpus: (Vec<usize>, Vec<usize>),
-}
-
-impl FloorSession {
-    fn ensemble_session(&self) -> Result<GraphSession> {
-        let a = &self.artifact;
-        let file = a.manifest.ensemble().map(|g| g.file.clone()).context("no ensemble graph")?;
-        Ok(GraphSession::load(self.env, &a.dir.join(file), &a.manifest.inputs, &a.encoder, 1)?)
-    }
-
-    fn measure(&self, replay: &Replay) -> Result<Floors> {
-        let time =
-            |graph: &str| replay.run_times(&self.artifact, self.env, graph, &FLOOR_ROWS).map_err(anyhow::Error::msg);
-        server::pin(&self.cpus.0).context("moving the floor timing to the server's CPUs")?;
-        let floors =
-            (|| Ok::<_, anyhow::Error>(Floors { ensemble: time("ensemble.onnx")?, student: time(&self.student)? }))();
-        server::pin(&self.cpus.1).context("moving back to the generator's CPUs")?;
-        let floors = floors?;
-        eprintln!("raw ORT floors (rows, µs): ensemble {:?}; {} {:?}", floors.ensemble, self.student, floors.student);
-        Ok(floors)
-    }
-}
-
-/// The served model's ensemble scores for every replayed row, and the raw ORT floors before the run.
-fn offline_and_floors(args: &RunArgs, sc: &Scenario, replay: &Replay) -> Result<(Vec<f32>, Floors, FloorSession)> {
-    let dir = ensemble_serve::artifact::latest_version(&args.models_dir, &args.model)?;
-    let artifact = Artifact::load(&dir).with_context(|| format!("loading {}", dir.display()))?;
-    let lib = ensemble_serve::runtime::resolve_library(args.ort_lib.as_deref());
-    let env = ensemble_serve::runtime::init(&lib)?;
-    let offline = replay.offline_scores(&artifact, env).map_err(anyhow::Error::msg)?;
-    let student = format!("student_{}.onnx", artifact.manifest.best_student);
-    let cpus = (sc.server_cpus.clone(), sc.generator_cpus.clone());
-    let session = FloorSession { artifact, env, student, cpus };
-    let floors = session.measure(replay)?;
-    Ok((offline, floors, session))
-}
-
 type Timelines = BTreeMap<String, Vec<stats::Window>>;
 
 /// What every run of a scenario shares.
@@ -357,6 +267,9 @@ fn drive(
         if replay.is_ranking() { Some(std::sync::Mutex::new(floor_session.ensemble_session()?)) } else { None };
     let (mut results, mut timelines) = (Vec::new(), BTreeMap::new());
     let mut next_request = 0u64;
+    // The floors timed last: before the run, then after every phase (the machine's speed drifts by tens of
+    // percent within minutes, so each phase is judged against the floors on either side of it).
+    let mut last_floors = floors.clone();
     for policy in sc.policies.iter().copied().filter(|&p| target.runs(p)) {
         let label = target.label(policy);
         let load = Load {
@@ -378,12 +291,21 @@ fn drive(
             .iter()
             .zip(rates)
             .enumerate()
-            .map(|(i, (p, &rate))| Segment { phase: i as u16, rate, duration: Duration::from_secs_f64(p.duration_s) })
+            .map(|(i, (p, &rate))| Segment {
+                phase: i as u16,
+                rate,
+                closed: p.closed,
+                duration: Duration::from_secs_f64(p.duration_s),
+            })
             .collect();
         let summary = |c: &Collected, i: usize| {
             let shots: Vec<_> = c.shots.iter().filter(|s| s.phase as usize == i).collect();
             let p = &sc.phases[i];
-            let name = if p.name.is_empty() { format!("{:.0} rps", rates[i]) } else { p.name.clone() };
+            let name = match (p.name.is_empty(), p.closed) {
+                (false, _) => p.name.clone(),
+                (true, Some(n)) => format!("closed loop, {n} connections"),
+                (true, None) => format!("{:.0} rps", rates[i]),
+            };
             let info = PhaseInfo { policy: &label, phase: &name, offered_rps: rates[i], duration_s: p.duration_s };
             let service = |rows: usize| floors.service_us(policy, rows);
             let n = offline.len();
@@ -406,10 +328,23 @@ fn drive(
         }
         for seg in &segments {
             let bar = progress(args.quiet, &label, std::slice::from_ref(seg));
-            let c = run_segments(rt, &load, std::slice::from_ref(seg), &mut next_request, &bar);
+            let mut raw_executed = None;
+            let (c, executed) = match (seg.closed, sc.ideal_run) {
+                (Some(n), false) => (run_closed(rt, &load, (seg, n), &mut next_request, &bar), None),
+                (Some(n), true) => {
+                    let (c, raw) = run_closed_beside_raw(rt, &load, (seg, n), &mut next_request, floor_session)?;
+                    raw_executed = Some(raw);
+                    (c, None)
+                }
+                (None, true) => run_beside_ideal(rt, &load, seg, &mut next_request, &bar, floor_session)?,
+                (None, false) => (run_segments(rt, &load, std::slice::from_ref(seg), &mut next_request, &bar), None),
+            };
             bar.finish_and_clear();
             append_shots(args.shots.as_deref(), &label, &c);
-            let r = summary(&c, seg.phase as usize);
+            let mut r = summary(&c, seg.phase as usize);
+            r.ideal_run_p99_ms = executed.and_then(stats::p99_ms);
+            last_floors = judge_against_floors(&mut r, policy, &last_floors, (floor_session, replay))?;
+            r.raw_rows_per_s = raw_executed.or(r.raw_rows_per_s);
             let stop = sc.stop.as_ref().is_some_and(|s| report::breaks(&r, s));
             eprintln!(
                 "{} {:>8.0} rps: p99 {:?} ms, ok {}/{}",
@@ -431,7 +366,7 @@ fn drive(
 
 /// A second of light load before measuring: connections open, the server's estimators settle.
 fn warm_up(rt: &tokio::runtime::Runtime, load: &Load, next: &mut u64) {
-    let seg = [Segment { phase: 0, rate: 200.0, duration: Duration::from_secs(1) }];
+    let seg = [Segment { phase: 0, rate: 200.0, closed: None, duration: Duration::from_secs(1) }];
     let warm =
         Load { sender: load.sender.clone(), policy: Policy::Ensemble, connections: load.connections.clone(), ..*load };
     let _ = run_segments(rt, &warm, &seg, next, &indicatif::ProgressBar::hidden());

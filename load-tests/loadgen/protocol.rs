@@ -35,7 +35,8 @@ pub struct Answer {
     pub inference_time_us: f64,
 }
 
-/// A request ready to go (built on the pacing thread, so its cost counts in the send lag).
+/// A request ready to go (built before its send time: building it is the client's work, not latency).
+#[derive(Clone)]
 pub enum Prepared {
     Http { body: Vec<u8>, header_len: Option<usize> },
     Grpc(ModelInferRequest),

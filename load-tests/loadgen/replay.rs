@@ -201,6 +201,17 @@ impl Replay {
         }
     }
 
+    /// The first `rows` replay rows (cycling), encoded: what the floors and the ideal server run.
+    pub fn encoded(&self, enc: &ensemble_serve::features::Encoder, rows: usize) -> Result<Vec<u32>, String> {
+        let width = enc.width();
+        let mut ids = vec![0u32; rows * width];
+        for (i, out) in ids.chunks_mut(width).enumerate() {
+            let obj = &self.objects[i % self.objects.len()];
+            enc.encode_json_object(obj, false, out).map_err(|e| format!("row {i}: {e}"))?;
+        }
+        Ok(ids)
+    }
+
     /// Raw ONNX Runtime run time (median µs of 15 runs) of `graph` at each of `sizes` rows, on this process's
     /// core, from encoded replay rows: what the ideal server of the report spends.
     pub fn run_times(
@@ -214,12 +225,7 @@ impl Replay {
         let mut session = GraphSession::load(env, &artifact.dir.join(graph), &artifact.manifest.inputs, enc, 1)
             .map_err(|e| e.to_string())?;
         let width = enc.width();
-        let max = sizes.iter().copied().max().unwrap_or(1);
-        let mut ids = vec![0u32; max * width];
-        for (i, out) in ids.chunks_mut(width).enumerate() {
-            let obj = &self.objects[i % self.objects.len()];
-            enc.encode_json_object(obj, false, out).map_err(|e| format!("row {i}: {e}"))?;
-        }
+        let ids = self.encoded(enc, sizes.iter().copied().max().unwrap_or(1))?;
         let mut points = Vec::new();
         for &n in sizes {
             let mut us: Vec<f64> = (0..18)

@@ -115,7 +115,9 @@ pub fn markdown(r: &RunResults) -> String {
         let _ = writeln!(
             md,
             "- raw ORT at 165 rows on the server's core, before / after the run: ensemble {:.0} / {:.0} µs, best \
-             student {:.0} / {:.0} µs (ensemble drift {:.1}%); the ideal server uses the faster at each size",
+             student {:.0} / {:.0} µs (ensemble drift {:.1}%); they are timed again after every phase, and a phase's \
+             ideal server and raw rows/s use the faster of the floors on either side of it (a continuous run's \
+             phases: of these two)",
             at(&f.before, Ensemble),
             at(&f.after, Ensemble),
             at(&f.before, Student),
@@ -124,8 +126,8 @@ pub fn markdown(r: &RunResults) -> String {
         );
     }
     let _ = writeln!(md, "\nLatency is measured from each request's scheduled send time (open loop).\n");
-    md.push_str("| policy | phase | offered rps | ok rps | inst/s | p50 ms | p90 ms | p99 ms | server p99 ms | ideal p99 ms | p99.9 ms | max ms | rejected (p99 ms) | errors | tiers | budget met | served AUC | offline AUC | effective AUC | send lag p99 ms |\n");
-    md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
+    md.push_str("| policy | phase | offered rps | ok rps | inst/s | p50 ms | p90 ms | p99 ms | server p99 ms | ideal p99 ms | ideal executed p99 ms | p99.9 ms | max ms | rejected (p99 ms) | errors | tiers | budget met | served AUC | offline AUC | effective AUC | inst/s ÷ raw ORT rows/s | send lag p99 ms |\n");
+    md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for x in &r.phases {
         let l = x.latency.as_ref();
         let errors = if x.errors.is_empty() { "0".into() } else { format!("{:?}", x.errors) };
@@ -136,7 +138,7 @@ pub fn markdown(r: &RunResults) -> String {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             x.policy,
             x.phase,
             x.offered_rps,
@@ -147,6 +149,7 @@ pub fn markdown(r: &RunResults) -> String {
             opt(l.map(|l| l.p99_ms), 3),
             opt(x.server_p99_ms, 3),
             opt(x.ideal_p99_ms, 3),
+            opt(x.ideal_run_p99_ms, 3),
             opt(l.map(|l| l.p999_ms), 3),
             opt(l.map(|l| l.max_ms), 3),
             rej,
@@ -156,6 +159,7 @@ pub fn markdown(r: &RunResults) -> String {
             opt(x.served_auc, 6),
             opt(x.offline_auc, 6),
             opt(x.effective_auc, 6),
+            x.raw_rows_per_s.map_or("–".into(), |raw| format!("{:.1}%", x.instances_per_s / raw * 100.0)),
             opt(x.send_lag_p99_ms, 3) + if x.valid { "" } else { " **INVALID**" },
         );
     }

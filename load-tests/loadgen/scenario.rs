@@ -41,6 +41,10 @@ pub struct Scenario {
     /// Phases run back to back on one timeline (a spike); otherwise each runs alone, drained and paused.
     #[serde(default)]
     pub continuous: bool,
+    /// Also execute the ideal server on each phase's arrival trace (raw ONNX Runtime on the server's core),
+    /// in turns of 10 s with the phase, and report its p99 beside the one computed from the floors.
+    #[serde(default)]
+    pub ideal_run: bool,
     /// Ends a policy's run after the first phase that breaks it (a capacity sweep).
     #[serde(default)]
     pub stop: Option<StopRule>,
@@ -182,9 +186,13 @@ pub struct Phase {
     /// Requests per second...
     #[serde(default)]
     pub rate: Option<f64>,
-    /// ...or a multiple of the capacity given on the command line.
+    /// ...or a multiple of the capacity given on the command line...
     #[serde(default)]
     pub rate_x: Option<f64>,
+    /// ...or a closed loop: this many connections, each sending its next request when its previous one is
+    /// answered (the server's throughput at saturation, free of the pacing's send lag).
+    #[serde(default)]
+    pub closed: Option<usize>,
     pub duration_s: f64,
 }
 
@@ -249,8 +257,11 @@ impl Scenario {
             return Err("connections must be at least 1".into());
         }
         for (i, p) in self.phases.iter().enumerate() {
-            if p.rate.is_some() == p.rate_x.is_some() {
-                return Err(format!("phase {i}: give exactly one of rate and rate_x"));
+            if [p.rate.is_some(), p.rate_x.is_some(), p.closed.is_some()].iter().filter(|&&x| x).count() != 1 {
+                return Err(format!("phase {i}: give exactly one of rate, rate_x and closed"));
+            }
+            if p.closed == Some(0) || (p.closed.is_some() && self.continuous) {
+                return Err(format!("phase {i}: a closed loop needs at least one connection and a phase of its own"));
             }
             if !p.duration_s.is_finite() || p.duration_s <= 0.0 {
                 return Err(format!("phase {i}: duration_s must be positive"));
@@ -275,6 +286,7 @@ impl Scenario {
             .iter()
             .enumerate()
             .map(|(i, p)| match (p.rate, p.rate_x, capacity) {
+                _ if p.closed.is_some() => Ok(0.0),
                 (Some(r), _, _) => Ok(r),
                 (None, Some(x), Some(c)) => Ok(x * c),
                 _ => Err(format!("phase {i} uses rate_x: pass --capacity (requests/s)")),

@@ -49,6 +49,11 @@ pub struct PhaseResult {
     /// p99 of an ideal one-core FIFO server on the same arrival trace that spends only each request's raw
     /// ONNX Runtime time (the floor for this trace).
     pub ideal_p99_ms: Option<f64>,
+    /// p99 of the ideal server executed on the same trace right after the phase (scenario `ideal_run`).
+    pub ideal_run_p99_ms: Option<f64>,
+    /// Raw ONNX Runtime rows/s of the phase's graph at its mean request size, from the floors timed just
+    /// before and just after the phase (the faster); `None` where only the run's floors exist (continuous).
+    pub raw_rows_per_s: Option<f64>,
     /// p99 of actual minus scheduled send time: above 1 ms the generator, not the server, was measured.
     pub send_lag_p99_ms: Option<f64>,
     /// False when the send lag p99 exceeds [`MAX_SEND_LAG_P99_MS`]: the phase measured the generator and is
@@ -123,7 +128,7 @@ pub fn ideal_p99_ms(trace: &[(u64, u32)], service_us: &dyn Fn(usize) -> f64) -> 
     let mut order = trace.to_vec();
     order.sort_unstable();
     let mut free_at = 0.0f64;
-    let mut latencies: Vec<f64> = order
+    let latencies: Vec<f64> = order
         .iter()
         .map(|&(sched_ns, rows)| {
             let arrival = sched_ns as f64 / 1e3;
@@ -131,9 +136,14 @@ pub fn ideal_p99_ms(trace: &[(u64, u32)], service_us: &dyn Fn(usize) -> f64) -> 
             free_at - arrival
         })
         .collect();
-    latencies.sort_by(f64::total_cmp);
-    let at = ((latencies.len() as f64 * 0.99).ceil() as usize).checked_sub(1)?;
-    latencies.get(at).map(|us| us / 1e3)
+    p99_ms(latencies)
+}
+
+/// The p99 (ms) of latencies in µs.
+pub fn p99_ms(mut latencies_us: Vec<f64>) -> Option<f64> {
+    latencies_us.sort_by(f64::total_cmp);
+    let at = ((latencies_us.len() as f64 * 0.99).ceil() as usize).checked_sub(1)?;
+    latencies_us.get(at).map(|us| us / 1e3)
 }
 
 /// The served model's ensemble scores, offline, of a request's rows as the server saw them.
@@ -213,6 +223,8 @@ pub fn summarise(
         served_auc_gap: served_auc.zip(offline_auc).map(|(a, b)| a - b),
         effective_auc,
         ideal_p99_ms: service_us.and_then(|f| ideal_p99_ms(&trace, f)),
+        ideal_run_p99_ms: None,
+        raw_rows_per_s: None,
         send_lag_p99_ms: percentiles(&lag_h).map(|p| p.p99_ms),
         valid: percentiles(&lag_h).is_none_or(|p| p.p99_ms <= MAX_SEND_LAG_P99_MS),
         server_p99_ms: percentiles(&server_h).map(|p| p.p99_ms),
