@@ -345,6 +345,10 @@ fn drive(
             r.ideal_run_p99_ms = executed.and_then(stats::p99_ms);
             last_floors = judge_against_floors(&mut r, policy, &last_floors, (floor_session, replay))?;
             r.raw_rows_per_s = raw_executed.or(r.raw_rows_per_s);
+            if seg.closed.is_some() {
+                // A closed loop's sends follow the server's answers: not an arrival trace to serve ideally.
+                r.ideal_p99_ms = None;
+            }
             let stop = sc.stop.as_ref().is_some_and(|s| report::breaks(&r, s));
             eprintln!(
                 "{} {:>8.0} rps: p99 {:?} ms, ok {}/{}",
