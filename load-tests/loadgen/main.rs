@@ -351,9 +351,9 @@ fn drive(
             }
             let stop = sc.stop.as_ref().is_some_and(|s| report::breaks(&r, s));
             eprintln!(
-                "{} {:>8.0} rps: p99 {:?} ms, ok {}/{}",
+                "{} {}: p99 {:?} ms, ok {}/{}",
                 label,
-                seg.rate,
+                r.phase,
                 r.latency.as_ref().map(|l| l.p99_ms),
                 r.answered_ok,
                 r.sent
