@@ -5,25 +5,31 @@
 #![cfg(feature = "loadgen")]
 mod common;
 
+use std::path::Path;
 use std::process::Command;
+
+/// Runs `loadgen` on `scenario` against the real `serve` binary and the shipped models; its results.json.
+fn run_scenario(scenario: &str, data_dir: &Path, results: &Path) -> serde_json::Value {
+    let status = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(["run", scenario, "--quiet", "--models-dir", "models"])
+        .arg("--serve-bin")
+        .arg(env!("CARGO_BIN_EXE_serve"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--out")
+        .arg(results)
+        .status()
+        .unwrap();
+    assert!(status.success(), "loadgen failed on {scenario}: {status}");
+    serde_json::from_slice(&std::fs::read(results.join("results.json")).unwrap()).unwrap()
+}
 
 #[test]
 fn smoke_scenario_has_no_errors_and_offline_auc() {
     let data_dir = require_data!();
     let out = tempfile::tempdir().unwrap();
     let results = out.path().join("smoke");
-    let status = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["run", "load-tests/scenarios/smoke.toml", "--quiet", "--models-dir", "models"])
-        .arg("--serve-bin")
-        .arg(env!("CARGO_BIN_EXE_serve"))
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("--out")
-        .arg(&results)
-        .status()
-        .unwrap();
-    assert!(status.success(), "loadgen failed: {status}");
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(results.join("results.json")).unwrap()).unwrap();
+    let r = run_scenario("load-tests/scenarios/smoke.toml", &data_dir, &results);
     let phase = &r["phases"][0];
     let sent = phase["sent"].as_u64().unwrap();
     assert!(sent > 1500, "a 10 s phase at 200 rps sent only {sent}");
@@ -45,19 +51,7 @@ fn smoke_scenario_has_no_errors_and_offline_auc() {
 fn phases_in_turns_with_the_ideal_server() {
     let data_dir = require_data!();
     let out = tempfile::tempdir().unwrap();
-    let results = out.path().join("turns");
-    let status = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["run", "tests/loadgen/turns.toml", "--quiet", "--models-dir", "models"])
-        .arg("--serve-bin")
-        .arg(env!("CARGO_BIN_EXE_serve"))
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("--out")
-        .arg(&results)
-        .status()
-        .unwrap();
-    assert!(status.success(), "loadgen failed: {status}");
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(results.join("results.json")).unwrap()).unwrap();
+    let r = run_scenario("tests/loadgen/turns.toml", &data_dir, &out.path().join("turns"));
     let (open, closed) = (&r["phases"][0], &r["phases"][1]);
     for p in [open, closed] {
         let sent = p["sent"].as_u64().unwrap();

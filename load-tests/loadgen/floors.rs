@@ -71,6 +71,8 @@ impl FloorRecord {
 pub struct FloorSession {
     pub artifact: Artifact,
     env: &'static ort::environment::Environment,
+    /// Graph files of the ensemble and the best student.
+    ensemble: String,
     student: String,
     /// (server, generator) CPUs.
     cpus: (Vec<usize>, Vec<usize>),
@@ -78,32 +80,32 @@ pub struct FloorSession {
 
 impl FloorSession {
     pub fn ensemble_session(&self) -> Result<GraphSession> {
+        self.session(Policy::Ensemble)
+    }
+
+    /// A session of the graph `policy` forces (budget routing is measured against the ensemble).
+    fn session(&self, policy: Policy) -> Result<GraphSession> {
         let a = &self.artifact;
-        let file = a.manifest.ensemble().map(|g| g.file.clone()).context("no ensemble graph")?;
+        let file = if policy == Policy::Student { &self.student } else { &self.ensemble };
         Ok(GraphSession::load(self.env, &a.dir.join(file), &a.manifest.inputs, &a.encoder, 1)?)
+    }
+
+    /// Runs `f` on the server's CPUs (this thread moves there while no request is in flight), then moves back.
+    fn on_server_cpus<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        server::pin(&self.cpus.0).with_context(|| format!("moving {what} to the server's CPUs"))?;
+        let out = f();
+        server::pin(&self.cpus.1).context("moving back to the generator's CPUs")?;
+        out
     }
 
     pub fn measure(&self, replay: &Replay) -> Result<Floors> {
         let time =
             |graph: &str| replay.run_times(&self.artifact, self.env, graph, &FLOOR_ROWS).map_err(anyhow::Error::msg);
-        server::pin(&self.cpus.0).context("moving the floor timing to the server's CPUs")?;
-        let floors =
-            (|| Ok::<_, anyhow::Error>(Floors { ensemble: time("ensemble.onnx")?, student: time(&self.student)? }))();
-        server::pin(&self.cpus.1).context("moving back to the generator's CPUs")?;
-        let floors = floors?;
+        let floors = self.on_server_cpus("the floor timing", || {
+            Ok(Floors { ensemble: time(&self.ensemble)?, student: time(&self.student)? })
+        })?;
         eprintln!("raw ORT floors (rows, µs): ensemble {:?}; {} {:?}", floors.ensemble, self.student, floors.student);
         Ok(floors)
-    }
-}
-
-impl FloorSession {
-    /// The graph `policy` forces (budget routing is measured against the ensemble, like the floors).
-    fn graph(&self, policy: Policy) -> &str {
-        if policy == Policy::Student {
-            &self.student
-        } else {
-            "ensemble.onnx"
-        }
     }
 
     /// Executes the ideal server on `trace` ((scheduled ns since the phase began, rows)): one thread on the
@@ -111,16 +113,13 @@ impl FloorSession {
     /// rows, spinning between arrivals so that no run starts on a halted or cold core. Its latencies (µs)
     /// carry what this host does to run times over a half-minute, which the floors' medians leave out.
     pub fn run_ideal(&self, replay: &Replay, policy: Policy, trace: &[(u64, u32)]) -> Result<Vec<f64>> {
-        let a = &self.artifact;
-        let path = a.dir.join(self.graph(policy));
-        let mut session = GraphSession::load(self.env, &path, &a.manifest.inputs, &a.encoder, 1)?;
-        let width = a.encoder.width();
+        let mut session = self.session(policy)?;
+        let width = self.artifact.encoder.width();
         let most = trace.iter().map(|&(_, rows)| rows as usize).max().unwrap_or(1);
-        let ids = replay.encoded(&a.encoder, most).map_err(anyhow::Error::msg)?;
+        let ids = replay.encoded(&self.artifact.encoder, most).map_err(anyhow::Error::msg)?;
         let mut order = trace.to_vec();
         order.sort_unstable();
-        server::pin(&self.cpus.0).context("moving the ideal server to the server's CPUs")?;
-        let served = (|| {
+        self.on_server_cpus("the ideal server", || {
             // Warm at a typical and at the largest size: the first run at a new size grows ORT's arenas.
             for rows in [most.min(165); 20].into_iter().chain([most; 3]) {
                 session.run(&ids[..rows * width], width, "probability")?;
@@ -135,24 +134,17 @@ impl FloorSession {
                 session.run(&ids[..rows as usize * width], width, "probability")?;
                 latencies.push(at.elapsed().as_secs_f64() * 1e6);
             }
-            Ok::<_, anyhow::Error>(latencies)
-        })();
-        server::pin(&self.cpus.1).context("moving back to the generator's CPUs")?;
-        served
+            Ok(latencies)
+        })
     }
-}
 
-impl FloorSession {
     /// Raw ONNX Runtime rows/s of `policy`'s graph running `rows`-row requests back to back for `duration` on
     /// the server's cores: a saturated ideal server, timed in turns with a closed-loop phase.
     pub fn raw_rows_per_s(&self, replay: &Replay, policy: Policy, rows: usize, duration: Duration) -> Result<f64> {
-        let a = &self.artifact;
-        let path = a.dir.join(self.graph(policy));
-        let mut session = GraphSession::load(self.env, &path, &a.manifest.inputs, &a.encoder, 1)?;
-        let width = a.encoder.width();
-        let ids = replay.encoded(&a.encoder, rows).map_err(anyhow::Error::msg)?;
-        server::pin(&self.cpus.0).context("moving the raw runs to the server's CPUs")?;
-        let ran = (|| {
+        let mut session = self.session(policy)?;
+        let width = self.artifact.encoder.width();
+        let ids = replay.encoded(&self.artifact.encoder, rows).map_err(anyhow::Error::msg)?;
+        self.on_server_cpus("the raw runs", || {
             for _ in 0..5 {
                 session.run(&ids, width, "probability")?;
             }
@@ -161,10 +153,8 @@ impl FloorSession {
                 session.run(&ids, width, "probability")?;
                 runs += 1;
             }
-            Ok::<_, anyhow::Error>((runs * rows) as f64 / start.elapsed().as_secs_f64())
-        })();
-        server::pin(&self.cpus.1).context("moving back to the generator's CPUs")?;
-        ran
+            Ok((runs * rows) as f64 / start.elapsed().as_secs_f64())
+        })
     }
 }
 
@@ -175,9 +165,10 @@ pub fn offline_and_floors(args: &RunArgs, sc: &Scenario, replay: &Replay) -> Res
     let lib = ensemble_serve::runtime::resolve_library(args.ort_lib.as_deref());
     let env = ensemble_serve::runtime::init(&lib)?;
     let offline = replay.offline_scores(&artifact, env).map_err(anyhow::Error::msg)?;
+    let ensemble = artifact.manifest.ensemble().map(|g| g.file.clone()).context("no ensemble graph")?;
     let student = format!("student_{}.onnx", artifact.manifest.best_student);
     let cpus = (sc.server_cpus.clone(), sc.generator_cpus.clone());
-    let session = FloorSession { artifact, env, student, cpus };
+    let session = FloorSession { artifact, env, ensemble, student, cpus };
     let floors = session.measure(replay)?;
     Ok((offline, floors, session))
 }

@@ -28,9 +28,9 @@ pub fn judge_against_floors(
 }
 
 /// Seconds of a phase between two turns of the executed ideal server.
-const IDEAL_CHUNK_S: f64 = 10.0;
+const IDEAL_TURN_S: f64 = 10.0;
 
-/// Runs a phase in chunks of [`IDEAL_CHUNK_S`], each followed by the ideal server executed on that chunk's
+/// Runs a phase in turns of [`IDEAL_TURN_S`], each followed by the ideal server executed on that turn's
 /// arrival trace, so that both see the machine at nearly the same speed (it drifts by tens of percent within
 /// minutes). Returns the phase's outcomes and the ideal server's latencies (µs).
 pub fn run_beside_ideal(
@@ -41,15 +41,12 @@ pub fn run_beside_ideal(
     bar: &indicatif::ProgressBar,
     floor_session: &FloorSession,
 ) -> Result<(Collected, Option<Vec<f64>>)> {
-    let (mut all, mut ideal, mut done) = (Collected::default(), Vec::new(), Duration::ZERO);
-    while done < seg.duration {
-        let duration = (seg.duration - done).min(Duration::from_secs_f64(IDEAL_CHUNK_S));
-        let chunk = Segment { duration, ..*seg };
-        let c = run_segments(rt, load, std::slice::from_ref(&chunk), next_request, bar);
+    let mut ideal = Vec::new();
+    let all = in_turns(seg, IDEAL_TURN_S, |turn| {
+        let c = run_segments(rt, load, std::slice::from_ref(turn), next_request, bar);
         ideal.extend(floor_session.run_ideal(load.replay, load.policy, &c.trace())?);
-        all.absorb(c, done.as_nanos() as u64);
-        done += duration;
-    }
+        Ok(c)
+    })?;
     Ok((all, Some(ideal)))
 }
 
@@ -66,16 +63,25 @@ pub fn run_closed_beside_raw(
     next_request: &mut u64,
     floor_session: &FloorSession,
 ) -> Result<(Collected, f64)> {
-    let (mut all, mut raw_rows, mut done) = (Collected::default(), 0.0, Duration::ZERO);
-    let bar = indicatif::ProgressBar::hidden();
+    let (bar, mut raw_rows) = (indicatif::ProgressBar::hidden(), 0.0);
+    let rows = load.rows_dist.map_or(load.per_request, |d| d.mean.round().max(1.0) as usize);
+    let all = in_turns(seg, RAW_TURN_S, |turn| {
+        let c = run_closed(rt, load, (turn, clients), next_request, &bar);
+        let rows_per_s = floor_session.raw_rows_per_s(load.replay, load.policy, rows, turn.duration)?;
+        raw_rows += rows_per_s * turn.duration.as_secs_f64();
+        Ok(c)
+    })?;
+    Ok((all, raw_rows / seg.duration.as_secs_f64()))
+}
+
+/// Runs `seg` as turns of at most `turn_s` seconds through `turn` (which also does what goes beside each)
+/// and joins their outcomes into one phase on one timeline.
+fn in_turns(seg: &Segment, turn_s: f64, mut turn: impl FnMut(&Segment) -> Result<Collected>) -> Result<Collected> {
+    let (mut all, mut done) = (Collected::default(), Duration::ZERO);
     while done < seg.duration {
-        let duration = (seg.duration - done).min(Duration::from_secs_f64(RAW_TURN_S));
-        let turn = Segment { duration, ..*seg };
-        let c = run_closed(rt, load, (&turn, clients), next_request, &bar);
-        let rows = load.rows_dist.map_or(load.per_request, |d| d.mean.round().max(1.0) as usize);
-        raw_rows += floor_session.raw_rows_per_s(load.replay, load.policy, rows, duration)? * duration.as_secs_f64();
-        all.absorb(c, done.as_nanos() as u64);
+        let duration = (seg.duration - done).min(Duration::from_secs_f64(turn_s));
+        all.absorb(turn(&Segment { duration, ..*seg })?, done.as_nanos() as u64);
         done += duration;
     }
-    Ok((all, raw_rows / seg.duration.as_secs_f64()))
+    Ok(all)
 }
