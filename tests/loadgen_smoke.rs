@@ -60,6 +60,15 @@ fn phases_in_turns_with_the_ideal_server() {
         let raw = p["raw_rows_per_s"].as_f64().unwrap();
         let share = p["instances_per_s"].as_f64().unwrap() / raw;
         assert!(raw > 1000.0 && share > 0.0 && share < 2.0, "raw {raw} rows/s, share {share}: {p}");
+        // /proc/stat's steal counters are read around every phase (0 on a machine that is not a guest).
+        for key in ["server_steal_share", "generator_steal_share"] {
+            let stolen = p[key].as_f64().unwrap_or_else(|| panic!("no {key}: {p}"));
+            assert!((0.0..=1.0).contains(&stolen), "{key} {stolen}");
+        }
+        // Valid exactly when the generator sent on time and the server's core lost at most 2% to steal.
+        let on_time = p["send_lag_p99_ms"].as_f64().unwrap() <= 1.0;
+        let not_stolen = p["server_steal_share"].as_f64().unwrap() <= 0.02;
+        assert_eq!(p["valid"].as_bool().unwrap(), on_time && not_stolen, "{p}");
     }
     let floor_165_ms = r["floors"]["before"]["ensemble"][4][1].as_f64().unwrap() / 1e3;
     let ideal = open["ideal_run_p99_ms"].as_f64().expect("the open phase's executed ideal");

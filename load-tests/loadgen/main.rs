@@ -9,6 +9,7 @@ mod report;
 mod scenario;
 mod server;
 mod stats;
+mod steal;
 mod turns;
 
 use std::collections::BTreeMap;
@@ -328,6 +329,7 @@ fn drive(
         }
         for seg in &segments {
             let bar = progress(args.quiet, &label, std::slice::from_ref(seg));
+            let ticks = steal::CpuTicks::now();
             let mut raw_executed = None;
             let (c, executed) = match (seg.closed, sc.ideal_run) {
                 (Some(n), false) => (run_closed(rt, &load, (seg, n), &mut next_request, &bar), None),
@@ -345,6 +347,8 @@ fn drive(
             r.ideal_run_p99_ms = executed.and_then(stats::p99_ms);
             last_floors = judge_against_floors(&mut r, policy, &last_floors, (floor_session, replay))?;
             r.raw_rows_per_s = raw_executed.or(r.raw_rows_per_s);
+            let now = steal::CpuTicks::now();
+            r.judge_steal((ticks.steal_share(&now, &sc.server_cpus), ticks.steal_share(&now, &sc.generator_cpus)));
             if seg.closed.is_some() {
                 // A closed loop's sends follow the server's answers: not an arrival trace to serve ideally.
                 r.ideal_p99_ms = None;

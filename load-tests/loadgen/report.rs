@@ -90,6 +90,10 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |x| format!("{x:.digits$}"))
 }
 
+fn pct(share: Option<f64>) -> String {
+    share.map_or("–".into(), |s| format!("{:.1}%", s * 100.0))
+}
+
 pub fn markdown(r: &RunResults) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# {}\n\n{}\n", r.scenario.name, r.scenario.description);
@@ -126,8 +130,8 @@ pub fn markdown(r: &RunResults) -> String {
         );
     }
     let _ = writeln!(md, "\nLatency is measured from each request's scheduled send time (open loop).\n");
-    md.push_str("| policy | phase | offered rps | ok rps | inst/s | p50 ms | p90 ms | p99 ms | server p99 ms | ideal p99 ms | ideal executed p99 ms | p99.9 ms | max ms | rejected (p99 ms) | errors | tiers | budget met | served AUC | offline AUC | effective AUC | inst/s ÷ raw ORT rows/s | send lag p99 ms |\n");
-    md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    md.push_str("| policy | phase | offered rps | ok rps | inst/s | p50 ms | p90 ms | p99 ms | server p99 ms | ideal p99 ms | ideal executed p99 ms | p99.9 ms | max ms | rejected (p99 ms) | errors | tiers | budget met | served AUC | offline AUC | effective AUC | inst/s ÷ raw ORT rows/s | stolen: server / generator cores | send lag p99 ms |\n");
+    md.push_str("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for x in &r.phases {
         let l = x.latency.as_ref();
         let errors = if x.errors.is_empty() { "0".into() } else { format!("{:?}", x.errors) };
@@ -138,7 +142,7 @@ pub fn markdown(r: &RunResults) -> String {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} |",
             x.policy,
             x.phase,
             x.offered_rps,
@@ -160,15 +164,19 @@ pub fn markdown(r: &RunResults) -> String {
             opt(x.offline_auc, 6),
             opt(x.effective_auc, 6),
             x.raw_rows_per_s.map_or("–".into(), |raw| format!("{:.1}%", x.instances_per_s / raw * 100.0)),
+            pct(x.server_steal_share),
+            pct(x.generator_steal_share),
             opt(x.send_lag_p99_ms, 3) + if x.valid { "" } else { " **INVALID**" },
         );
     }
     if r.phases.iter().any(|x| !x.valid) {
         let _ = writeln!(
             md,
-            "\n**INVALID** phases: the generator's send lag p99 exceeded {} ms, so they measured the generator, not \
-             the server (give it a core of its own); they are not results.",
-            crate::stats::MAX_SEND_LAG_P99_MS
+            "\n**INVALID** phases are not results: the generator's send lag p99 exceeded {} ms (they measured the \
+             generator: give it a core of its own), or the hypervisor gave more than {}% of the server cores' time \
+             to other guests (steal in /proc/stat: they measured the host's other tenants).",
+            crate::stats::MAX_SEND_LAG_P99_MS,
+            crate::steal::MAX_STEAL_SHARE * 100.0
         );
     }
     let v = &r.verdicts;

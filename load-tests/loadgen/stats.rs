@@ -56,8 +56,14 @@ pub struct PhaseResult {
     pub raw_rows_per_s: Option<f64>,
     /// p99 of actual minus scheduled send time: above 1 ms the generator, not the server, was measured.
     pub send_lag_p99_ms: Option<f64>,
-    /// False when the send lag p99 exceeds [`MAX_SEND_LAG_P99_MS`]: the phase measured the generator and is
-    /// not a result.
+    /// Share of the server cores' time the hypervisor gave to other guests while the phase, its raw or ideal
+    /// turns and the floors after it ran (`/proc/stat` steal); `None` where unknown or not timed (continuous).
+    pub server_steal_share: Option<f64>,
+    /// The same for the generator's cores: what often lies behind a send lag (informational; the lag decides).
+    pub generator_steal_share: Option<f64>,
+    /// False when the send lag p99 exceeds [`MAX_SEND_LAG_P99_MS`] (the phase measured the generator) or the
+    /// server cores lost more than [`crate::steal::MAX_STEAL_SHARE`] to steal (it measured other tenants): not
+    /// a result.
     pub valid: bool,
     /// p99 of the server's own time for answered requests (from the kernel's receipt of the request bytes).
     pub server_p99_ms: Option<f64>,
@@ -226,9 +232,20 @@ pub fn summarise(
         ideal_run_p99_ms: None,
         raw_rows_per_s: None,
         send_lag_p99_ms: percentiles(&lag_h).map(|p| p.p99_ms),
+        server_steal_share: None,
+        generator_steal_share: None,
         valid: percentiles(&lag_h).is_none_or(|p| p.p99_ms <= MAX_SEND_LAG_P99_MS),
         server_p99_ms: percentiles(&server_h).map(|p| p.p99_ms),
         trace,
+    }
+}
+
+impl PhaseResult {
+    /// Records the (server, generator) cores' steal shares over the phase; above the bound on the server's
+    /// the phase is not a result.
+    pub fn judge_steal(&mut self, (server, generator): (Option<f64>, Option<f64>)) {
+        (self.server_steal_share, self.generator_steal_share) = (server, generator);
+        self.valid &= server.is_none_or(|s| s <= crate::steal::MAX_STEAL_SHARE);
     }
 }
 
