@@ -148,19 +148,11 @@ pub fn run_segments(
             let sched = start + Duration::from_secs_f64(offset);
             let i = *next_request;
             *next_request += 1;
-            let budget = draw_budget(load.budgets, &mut rng);
-            let rows = draw_rows(load, &mut rng);
-            let shot = Shot {
-                sched_ns: sched.duration_since(start).as_nanos() as u64,
-                budget_ms: budget as f32,
-                rows: rows as u32,
-                ..Shot::empty(seg.phase)
-            };
             // The body is built before its send time: building it is the client's work, not the server's.
-            let first_row = load.replay.first_row(i);
-            let request = load.sender.prepare(load.replay, first_row, rows, load.policy.tier(), budget);
+            let (request, shot) = prepare(load, i, seg.phase, &mut rng);
+            let shot = Shot { sched_ns: sched.duration_since(start).as_nanos() as u64, ..shot };
             sleep_until(sched);
-            fire(rt, load, Shot { first_row, ..shot }, (request, sched), &collected, &outstanding);
+            fire(rt, load, shot, (request, sched), &collected, &outstanding);
             progress.inc(1);
             offset += match load.arrival {
                 Arrival::Poisson => gap.sample(&mut rng),
@@ -182,6 +174,15 @@ fn first_gap(arrival: Arrival, rate: f64, gap: &Exp<f64>, rng: &mut ChaCha8Rng) 
         Arrival::Poisson => gap.sample(rng),
         Arrival::Constant => 0.5 / rate,
     }
+}
+
+/// Request `i` of `phase`, built: its budget and size drawn, its body from the replay, and its shot (not sent
+/// yet, no schedule).
+fn prepare(load: &Load, i: u64, phase: u16, rng: &mut ChaCha8Rng) -> (Prepared, Shot) {
+    let (budget, rows) = (draw_budget(load.budgets, rng), draw_rows(load, rng));
+    let first_row = load.replay.first_row(i);
+    let request = load.sender.prepare(load.replay, first_row, rows, load.policy.tier(), budget);
+    (request, Shot { first_row, rows: rows as u32, budget_ms: budget as f32, ..Shot::empty(phase) })
 }
 
 fn draw_rows(load: &Load, rng: &mut ChaCha8Rng) -> usize {
@@ -277,17 +278,8 @@ pub fn run_closed(
     progress: &indicatif::ProgressBar,
 ) -> Collected {
     let mut rng = ChaCha8Rng::seed_from_u64(load.seed ^ *next_request);
-    let pool: Arc<Vec<(Prepared, Shot)>> = Arc::new(
-        (*next_request..*next_request + CLOSED_POOL)
-            .map(|i| {
-                let (budget, rows) = (draw_budget(load.budgets, &mut rng), draw_rows(load, &mut rng));
-                let first_row = load.replay.first_row(i);
-                let request = load.sender.prepare(load.replay, first_row, rows, load.policy.tier(), budget);
-                let shot = Shot { first_row, rows: rows as u32, budget_ms: budget as f32, ..Shot::empty(seg.phase) };
-                (request, shot)
-            })
-            .collect(),
-    );
+    let pool: Arc<Vec<(Prepared, Shot)>> =
+        Arc::new((*next_request..*next_request + CLOSED_POOL).map(|i| prepare(load, i, seg.phase, &mut rng)).collect());
     *next_request += CLOSED_POOL;
     let (collected, n_rows) = (Arc::new(Mutex::new(Collected::default())), load.replay.rows.len() as u32);
     let start = Instant::now();

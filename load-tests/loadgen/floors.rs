@@ -26,12 +26,7 @@ impl Floors {
         let ((x0, y0), (x1, y1)) = (p[i - 1], p[i]);
         (y0 + (y1 - y0) * (rows as f64 - x0 as f64) / (x1 - x0) as f64).max(1.0)
     }
-}
 
-/// Rows at which the floors are measured (a request's time is interpolated between them).
-const FLOOR_ROWS: [usize; 8] = [1, 16, 64, 128, 165, 256, 512, 1024];
-
-impl Floors {
     /// Raw ONNX Runtime rows/s of `policy`'s graph at requests of `rows` rows.
     pub fn rows_per_s(&self, policy: Policy, rows: f64) -> f64 {
         let n = rows.round().max(1.0);
@@ -45,6 +40,9 @@ impl Floors {
         Floors { ensemble: min(&a.ensemble, &b.ensemble), student: min(&a.student, &b.student) }
     }
 }
+
+/// Rows at which the floors are measured (a request's time is interpolated between them).
+const FLOOR_ROWS: [usize; 8] = [1, 16, 64, 128, 165, 256, 512, 1024];
 
 /// The floors timed before and after the run, and what the ideal server used.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -90,6 +88,12 @@ impl FloorSession {
         Ok(GraphSession::load(self.env, &a.dir.join(file), &a.manifest.inputs, &a.encoder, 1)?)
     }
 
+    /// A session of `policy`'s graph, the encoder's row width and the first `rows` replay rows encoded.
+    fn graph_and_rows(&self, replay: &Replay, policy: Policy, rows: usize) -> Result<(GraphSession, usize, Vec<u32>)> {
+        let ids = replay.encoded(&self.artifact.encoder, rows).map_err(anyhow::Error::msg)?;
+        Ok((self.session(policy)?, self.artifact.encoder.width(), ids))
+    }
+
     /// Runs `f` on the server's CPUs (this thread moves there while no request is in flight), then moves back.
     fn on_server_cpus<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
         server::pin(&self.cpus.0).with_context(|| format!("moving {what} to the server's CPUs"))?;
@@ -113,10 +117,8 @@ impl FloorSession {
     /// rows, spinning between arrivals so that no run starts on a halted or cold core. Its latencies (µs)
     /// carry what this host does to run times over a half-minute, which the floors' medians leave out.
     pub fn run_ideal(&self, replay: &Replay, policy: Policy, trace: &[(u64, u32)]) -> Result<Vec<f64>> {
-        let mut session = self.session(policy)?;
-        let width = self.artifact.encoder.width();
         let most = trace.iter().map(|&(_, rows)| rows as usize).max().unwrap_or(1);
-        let ids = replay.encoded(&self.artifact.encoder, most).map_err(anyhow::Error::msg)?;
+        let (mut session, width, ids) = self.graph_and_rows(replay, policy, most)?;
         let mut order = trace.to_vec();
         order.sort_unstable();
         self.on_server_cpus("the ideal server", || {
@@ -141,9 +143,7 @@ impl FloorSession {
     /// Raw ONNX Runtime rows/s of `policy`'s graph running `rows`-row requests back to back for `duration` on
     /// the server's cores: a saturated ideal server, timed in turns with a closed-loop phase.
     pub fn raw_rows_per_s(&self, replay: &Replay, policy: Policy, rows: usize, duration: Duration) -> Result<f64> {
-        let mut session = self.session(policy)?;
-        let width = self.artifact.encoder.width();
-        let ids = replay.encoded(&self.artifact.encoder, rows).map_err(anyhow::Error::msg)?;
+        let (mut session, width, ids) = self.graph_and_rows(replay, policy, rows)?;
         self.on_server_cpus("the raw runs", || {
             for _ in 0..5 {
                 session.run(&ids, width, "probability")?;

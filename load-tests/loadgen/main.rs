@@ -330,16 +330,20 @@ fn drive(
         for seg in &segments {
             let bar = progress(args.quiet, &label, std::slice::from_ref(seg));
             let ticks = steal::CpuTicks::now();
-            let mut raw_executed = None;
-            let (c, executed) = match (seg.closed, sc.ideal_run) {
-                (Some(n), false) => (run_closed(rt, &load, (seg, n), &mut next_request, &bar), None),
+            // The phase's outcomes, the executed ideal's latencies (open loop) and raw rows/s (closed loop).
+            let (c, executed, raw_executed) = match (seg.closed, sc.ideal_run) {
+                (Some(n), false) => (run_closed(rt, &load, (seg, n), &mut next_request, &bar), None, None),
                 (Some(n), true) => {
                     let (c, raw) = run_closed_beside_raw(rt, &load, (seg, n), &mut next_request, floor_session)?;
-                    raw_executed = Some(raw);
-                    (c, None)
+                    (c, None, Some(raw))
                 }
-                (None, true) => run_beside_ideal(rt, &load, seg, &mut next_request, &bar, floor_session)?,
-                (None, false) => (run_segments(rt, &load, std::slice::from_ref(seg), &mut next_request, &bar), None),
+                (None, true) => {
+                    let (c, ideal) = run_beside_ideal(rt, &load, seg, &mut next_request, &bar, floor_session)?;
+                    (c, Some(ideal), None)
+                }
+                (None, false) => {
+                    (run_segments(rt, &load, std::slice::from_ref(seg), &mut next_request, &bar), None, None)
+                }
             };
             bar.finish_and_clear();
             append_shots(args.shots.as_deref(), &label, &c);

@@ -40,14 +40,14 @@ pub fn run_beside_ideal(
     next_request: &mut u64,
     bar: &indicatif::ProgressBar,
     floor_session: &FloorSession,
-) -> Result<(Collected, Option<Vec<f64>>)> {
+) -> Result<(Collected, Vec<f64>)> {
     let mut ideal = Vec::new();
     let all = in_turns(seg, IDEAL_TURN_S, |turn| {
         let c = run_segments(rt, load, std::slice::from_ref(turn), next_request, bar);
         ideal.extend(floor_session.run_ideal(load.replay, load.policy, &c.trace())?);
         Ok(c)
     })?;
-    Ok((all, Some(ideal)))
+    Ok((all, ideal))
 }
 
 /// Seconds of a closed-loop phase between two turns of raw ONNX Runtime.
