@@ -131,6 +131,15 @@ impl<'e> RowsBuilder<'e> {
         if let Some(context) = self.context.take() {
             self.apply_context(&context)?;
         }
+        // Set fields never hold UNSET, so one vectorised scan clears the common case.
+        if self.ids.contains(&UNSET) {
+            self.fill_missing(rows, missing_as_oov)?;
+        }
+        Ok(Encoded { ids: self.ids, rows })
+    }
+
+    /// Names the first missing field, or fills every missing one with its OOV id under `missing_as_oov`.
+    fn fill_missing(&mut self, rows: usize, missing_as_oov: bool) -> Result<(), ScoringError> {
         for r in 0..rows {
             for (i, f) in self.enc.fields.iter().enumerate() {
                 let slots = self.slots(Some(r), i);
@@ -147,21 +156,26 @@ impl<'e> RowsBuilder<'e> {
                 slots.fill(f.vocab.oov_id());
             }
         }
-        Ok(Encoded { ids: self.ids, rows })
+        Ok(())
     }
 
+    /// Copies the context's fields into every row, row by row (one pass over the ids).
     fn apply_context(&mut self, context: &[u32]) -> Result<(), ScoringError> {
-        for (i, f) in self.enc.fields.iter().enumerate() {
-            let range = self.enc.slots(i);
-            if context[range.start] == UNSET {
-                continue;
-            }
-            for r in 0..self.rows() {
-                let row = &mut self.ids[r * self.width..(r + 1) * self.width][range.clone()];
-                if row[0] != UNSET {
-                    return Err(ScoringError::FieldInBoth { field: f.spec.name.clone(), row: r });
+        let given: Vec<(usize, std::ops::Range<usize>)> = (0..self.enc.fields.len())
+            .map(|i| (i, self.enc.slots(i)))
+            .filter(|(_, range)| context[range.start] != UNSET)
+            .collect();
+        for (r, row) in self.ids.chunks_exact_mut(self.width.max(1)).enumerate() {
+            for (i, range) in &given {
+                if row[range.start] != UNSET {
+                    return Err(ScoringError::FieldInBoth { field: self.enc.fields[*i].spec.name.clone(), row: r });
                 }
-                row.copy_from_slice(&context[range.clone()]);
+                // Most context fields are one id wide: a plain store, not a memcpy call.
+                if range.len() == 1 {
+                    row[range.start] = context[range.start];
+                } else {
+                    row[range.clone()].copy_from_slice(&context[range.clone()]);
+                }
             }
         }
         Ok(())
@@ -345,5 +359,56 @@ impl<'de> Visitor<'de> for ColumnSeed<'_, '_> {
             r += 1;
         }
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::{FieldEncoder, FieldKind, FieldSpec, Vocab};
+
+    fn field(name: &str, kind: FieldKind, tokens: &[&str]) -> FieldEncoder {
+        let spec = FieldSpec { name: name.into(), kind, min_count: None, indices: None };
+        FieldEncoder { spec, vocab: Vocab::from_tokens(tokens.iter().map(|t| (*t).into()).collect()) }
+    }
+
+    /// user (context), tags (a 2-slot sequence, context), item (per candidate).
+    fn encoder() -> Encoder {
+        let tags = FieldKind::Sequence { separator: "|".into(), max_len: 2 };
+        let fields = vec![
+            field("user", FieldKind::Categorical, &["u1", "u2"]),
+            field("tags", tags, &["a", "b"]),
+            field("item", FieldKind::Categorical, &["i1", "i2", "i3"]),
+        ];
+        Encoder::new("toy".into(), fields, None)
+    }
+
+    fn decode(body: &str, missing_as_oov: bool) -> Result<Encoded, ScoringError> {
+        decode_v1(body.as_bytes(), &encoder(), DecodeLimits { max_rows: 8, missing_as_oov }).map(|(e, _)| e)
+    }
+
+    #[test]
+    fn context_fields_of_every_width_reach_every_row() {
+        let body = r#"{"context": {"user": "u2", "tags": "b|a"}, "candidates": [{"item": "i3"}, {"item": "zz"}]}"#;
+        // Layout: user, item (scalars), then tags' two slots; item OOV = 4.
+        assert_eq!(decode(body, false).unwrap(), Encoded { ids: vec![2, 3, 2, 1, 2, 4, 2, 1], rows: 2 });
+    }
+
+    #[test]
+    fn a_missing_field_is_named_or_becomes_its_oov_id() {
+        let body = r#"{"context": {"user": "u1"}, "candidates": [{"item": "i1", "tags": "a"}, {"item": "i2"}]}"#;
+        let err = decode(body, false).unwrap_err().to_string();
+        assert!(err.contains("candidates[1]") && err.contains("'tags' is missing"), "{err}");
+        assert_eq!(decode(body, true).unwrap(), Encoded { ids: vec![1, 1, 1, 0, 1, 2, 3, 3], rows: 2 });
+    }
+
+    #[test]
+    fn a_field_in_both_names_the_first_row_that_repeats_it() {
+        let body =
+            r#"{"context": {"user": "u1", "tags": "a"}, "candidates": [{"item": "i1"}, {"item": "i2", "user": "u2"}]}"#;
+        match decode(body, false) {
+            Err(ScoringError::FieldInBoth { field, row }) => assert_eq!((field.as_str(), row), ("user", 1)),
+            other => panic!("expected field_in_both, got {other:?}"),
+        }
     }
 }
