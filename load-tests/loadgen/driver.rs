@@ -86,6 +86,11 @@ impl Collected {
         self.scores.extend(later.scores);
     }
 
+    /// When the last answer (of any status) came, in ns since the timeline began.
+    pub fn last_answer_ns(&self) -> Option<u64> {
+        self.shots.iter().map(|s| s.sched_ns + s.latency_us * 1000).max()
+    }
+
     /// (scheduled ns, rows) of every request: an arrival trace.
     pub fn trace(&self) -> Vec<(u64, u32)> {
         self.shots.iter().map(|s| (s.sched_ns, s.rows)).collect()

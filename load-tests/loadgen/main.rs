@@ -1,5 +1,6 @@
 //! `loadgen`: open-loop load against the ensemble-serve HTTP server, replaying real rows of a dataset split.
 //! See load-tests/README.md for the scenarios and how to read the results.
+mod busy_poll;
 mod driver;
 mod floors;
 mod plots;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+use busy_poll::BusyPoll;
 use driver::{run_closed, run_segments, Collected, Load, Segment, Shot};
 use floors::{offline_and_floors, FloorRecord, FloorSession, Floors};
 use protocol::{Protocol, Sender};
@@ -79,6 +81,10 @@ struct RunArgs {
     /// Client runtime threads (the server shares the machine).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// Let the client sleep in epoll_wait during phases, as before 2026-12-04: its wake-ups then run on the
+    /// server's core, which loopback bills to the server (default: it polls; see busy_poll.rs).
+    #[arg(long)]
+    client_sleeps: bool,
     /// Hide progress bars.
     #[arg(long)]
     quiet: bool,
@@ -123,6 +129,7 @@ fn run(cli: Cli) -> Result<()> {
     let (offline, floors, floor_session) = offline_and_floors(&args, &sc, &replay)?;
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()?;
+    let polling = BusyPoll::start(&rt, !args.client_sleeps);
     let client = reqwest::Client::builder().pool_max_idle_per_host(usize::MAX).tcp_nodelay(true).build()?;
     let (mut phases, mut timelines, mut rss_kib, mut bases) = (Vec::new(), BTreeMap::new(), Vec::new(), Vec::new());
     for &target in &sc.targets {
@@ -136,7 +143,8 @@ fn run(cli: Cli) -> Result<()> {
         let base = spawned.as_ref().map_or_else(|| args.target.clone().unwrap_or_default(), |s| s.base.clone());
         let ours = target.is_ours();
         let rss = spawned.as_ref().filter(|_| ours).map(|s| server::RssSampler::start(s.pid(), Duration::from_secs(1)));
-        let ctx = Ctx { args: &args, sc: &sc, rates: &rates, replay: &replay, rt: &rt, client: &client };
+        let ctx =
+            Ctx { args: &args, sc: &sc, rates: &rates, replay: &replay, rt: &rt, client: &client, polling: &polling };
         let grpc = spawned.as_ref().and_then(|s| s.grpc.clone());
         let (p, t) = drive(&ctx, target, (&base, grpc.as_deref()), (&offline, &floors, &floor_session))?;
         phases.extend(p);
@@ -223,6 +231,7 @@ struct Ctx<'a> {
     replay: &'a Replay,
     rt: &'a tokio::runtime::Runtime,
     client: &'a reqwest::Client,
+    polling: &'a BusyPoll,
 }
 
 /// Where `policy`'s requests go on `target` (HTTP at `base`, gRPC at `grpc`), and in which format.
@@ -261,7 +270,7 @@ fn drive(
     (base, grpc): (&str, Option<&str>),
     (offline, floors, floor_session): (&[f32], &Floors, &FloorSession),
 ) -> Result<(Vec<stats::PhaseResult>, Timelines)> {
-    let Ctx { args, sc, rates, replay, rt, .. } = *ctx;
+    let Ctx { args, sc, rates, replay, rt, polling, .. } = *ctx;
     let budgets = sc.budget_mix();
     // Ranking replays: the merged rows are scored offline after each phase, with a session of their own.
     let ranking_session =
@@ -320,7 +329,7 @@ fn drive(
         };
         if sc.continuous {
             let bar = progress(args.quiet, &label, &segments);
-            let c = run_segments(rt, &load, &segments, &mut next_request, &bar);
+            let c = polling.during(|| run_segments(rt, &load, &segments, &mut next_request, &bar));
             bar.finish_and_clear();
             append_shots(args.shots.as_deref(), &label, &c);
             results.extend((0..segments.len()).map(|i| summary(&c, i)));
@@ -331,20 +340,22 @@ fn drive(
             let bar = progress(args.quiet, &label, std::slice::from_ref(seg));
             let ticks = steal::CpuTicks::now();
             // The phase's outcomes, the executed ideal's latencies (open loop) and raw rows/s (closed loop).
-            let (c, executed, raw_executed) = match (seg.closed, sc.ideal_run) {
-                (Some(n), false) => (run_closed(rt, &load, (seg, n), &mut next_request, &bar), None, None),
-                (Some(n), true) => {
-                    let (c, raw) = run_closed_beside_raw(rt, &load, (seg, n), &mut next_request, floor_session)?;
-                    (c, None, Some(raw))
-                }
-                (None, true) => {
-                    let (c, ideal) = run_beside_ideal(rt, &load, seg, &mut next_request, &bar, floor_session)?;
-                    (c, Some(ideal), None)
-                }
-                (None, false) => {
-                    (run_segments(rt, &load, std::slice::from_ref(seg), &mut next_request, &bar), None, None)
-                }
-            };
+            let (c, executed, raw_executed) = polling.during(|| -> Result<_> {
+                Ok(match (seg.closed, sc.ideal_run) {
+                    (Some(n), false) => (run_closed(rt, &load, (seg, n), &mut next_request, &bar), None, None),
+                    (Some(n), true) => {
+                        let (c, raw) = run_closed_beside_raw(rt, &load, (seg, n), &mut next_request, floor_session)?;
+                        (c, None, Some(raw))
+                    }
+                    (None, true) => {
+                        let (c, ideal) = run_beside_ideal(rt, &load, seg, &mut next_request, &bar, floor_session)?;
+                        (c, Some(ideal), None)
+                    }
+                    (None, false) => {
+                        (run_segments(rt, &load, std::slice::from_ref(seg), &mut next_request, &bar), None, None)
+                    }
+                })
+            })?;
             bar.finish_and_clear();
             append_shots(args.shots.as_deref(), &label, &c);
             let mut r = summary(&c, seg.phase as usize);

@@ -42,7 +42,7 @@ pub fn run_beside_ideal(
     floor_session: &FloorSession,
 ) -> Result<(Collected, Vec<f64>)> {
     let mut ideal = Vec::new();
-    let all = in_turns(seg, IDEAL_TURN_S, |turn| {
+    let all = in_turns(seg, (IDEAL_TURN_S, Join::Scheduled), |turn| {
         let c = run_segments(rt, load, std::slice::from_ref(turn), next_request, bar);
         ideal.extend(floor_session.run_ideal(load.replay, load.policy, &c.trace())?);
         Ok(c)
@@ -50,8 +50,9 @@ pub fn run_beside_ideal(
     Ok((all, ideal))
 }
 
-/// Seconds of a closed-loop phase between two turns of raw ONNX Runtime.
-const RAW_TURN_S: f64 = 2.0;
+/// Seconds of a closed-loop phase between two turns of raw ONNX Runtime: short, because this host's speed
+/// moves within seconds and the two are compared turn against turn.
+const RAW_TURN_S: f64 = 0.5;
 
 /// Runs a closed-loop phase in turns of [`RAW_TURN_S`], each followed by as long of raw ONNX Runtime runs of
 /// the same size on the server's core, so that both see the machine at nearly the same speed. Returns the
@@ -65,7 +66,7 @@ pub fn run_closed_beside_raw(
 ) -> Result<(Collected, f64)> {
     let (bar, mut raw_rows) = (indicatif::ProgressBar::hidden(), 0.0);
     let rows = load.rows_dist.map_or(load.per_request, |d| d.mean.round().max(1.0) as usize);
-    let all = in_turns(seg, RAW_TURN_S, |turn| {
+    let all = in_turns(seg, (RAW_TURN_S, Join::Answered), |turn| {
         let c = run_closed(rt, load, (turn, clients), next_request, &bar);
         let rows_per_s = floor_session.raw_rows_per_s(load.replay, load.policy, rows, turn.duration)?;
         raw_rows += rows_per_s * turn.duration.as_secs_f64();
@@ -74,13 +75,34 @@ pub fn run_closed_beside_raw(
     Ok((all, raw_rows / seg.duration.as_secs_f64()))
 }
 
+/// Where the next turn starts on the phase's timeline.
+#[derive(Clone, Copy)]
+enum Join {
+    /// After the turn's scheduled duration (open loop: the arrival trace stays one trace).
+    Scheduled,
+    /// After its last answer, if later: a closed loop's last requests are answered after its duration, and
+    /// its rows/s must count the time the server took for them.
+    Answered,
+}
+
 /// Runs `seg` as turns of at most `turn_s` seconds through `turn` (which also does what goes beside each)
 /// and joins their outcomes into one phase on one timeline.
-fn in_turns(seg: &Segment, turn_s: f64, mut turn: impl FnMut(&Segment) -> Result<Collected>) -> Result<Collected> {
-    let (mut all, mut done) = (Collected::default(), Duration::ZERO);
+fn in_turns(
+    seg: &Segment,
+    (turn_s, join): (f64, Join),
+    mut turn: impl FnMut(&Segment) -> Result<Collected>,
+) -> Result<Collected> {
+    let (mut all, mut done, mut offset_ns) = (Collected::default(), Duration::ZERO, 0u64);
     while done < seg.duration {
         let duration = (seg.duration - done).min(Duration::from_secs_f64(turn_s));
-        all.absorb(turn(&Segment { duration, ..*seg })?, done.as_nanos() as u64);
+        let c = turn(&Segment { duration, ..*seg })?;
+        let scheduled = duration.as_nanos() as u64;
+        let length = match join {
+            Join::Scheduled => scheduled,
+            Join::Answered => c.last_answer_ns().map_or(scheduled, |end| end.max(scheduled)),
+        };
+        all.absorb(c, offset_ns);
+        offset_ns += length;
         done += duration;
     }
     Ok(all)
