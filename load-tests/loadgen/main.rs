@@ -81,8 +81,8 @@ struct RunArgs {
     /// Client runtime threads (the server shares the machine).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
-    /// Let the client sleep in epoll_wait during phases, as before 2026-12-04: its wake-ups then run on the
-    /// server's core, which loopback bills to the server (default: it polls; see busy_poll.rs).
+    /// Let the client sleep in epoll_wait during closed-loop phases too: its wake-ups then run on the server's
+    /// core, which loopback bills to the server (default: closed loops poll; see busy_poll.rs).
     #[arg(long)]
     client_sleeps: bool,
     /// Hide progress bars.
@@ -329,7 +329,7 @@ fn drive(
         };
         if sc.continuous {
             let bar = progress(args.quiet, &label, &segments);
-            let c = polling.during(|| run_segments(rt, &load, &segments, &mut next_request, &bar));
+            let c = run_segments(rt, &load, &segments, &mut next_request, &bar);
             bar.finish_and_clear();
             append_shots(args.shots.as_deref(), &label, &c);
             results.extend((0..segments.len()).map(|i| summary(&c, i)));
@@ -340,7 +340,7 @@ fn drive(
             let bar = progress(args.quiet, &label, std::slice::from_ref(seg));
             let ticks = steal::CpuTicks::now();
             // The phase's outcomes, the executed ideal's latencies (open loop) and raw rows/s (closed loop).
-            let (c, executed, raw_executed) = polling.during(|| -> Result<_> {
+            let (c, executed, raw_executed) = polling.during(seg.closed.is_some(), || -> Result<_> {
                 Ok(match (seg.closed, sc.ideal_run) {
                     (Some(n), false) => (run_closed(rt, &load, (seg, n), &mut next_request, &bar), None, None),
                     (Some(n), true) => {
