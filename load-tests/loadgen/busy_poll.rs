@@ -5,8 +5,9 @@
 //! 165-row request of the best student by `perf`), work that a remote client's own host would do. A client
 //! that never sleeps has no waiter to wake, so the server's core does only the server's work.
 //!
-//! Closed loops only: an open loop's timed sends came up to 5 ms late with the runtime yielding in a loop
-//! (its timers fire late), so open-loop phases keep the sleeping client and its sub-millisecond send lag.
+//! Closed loops only ([`crate::driver::run_closed`]): an open loop's timed sends came up to 5 ms late with
+//! the runtime yielding in a loop (its timers fire late), so open loops keep the sleeping client and its
+//! sub-millisecond send lag.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -37,10 +38,10 @@ impl BusyPoll {
         Self { on, wake, enabled }
     }
 
-    /// Runs `f` (a phase) with the client polling when `closed_loop`; switched off again after it (offline
-    /// scoring between phases then has the generator's core to itself).
-    pub fn during<T>(&self, closed_loop: bool, f: impl FnOnce() -> T) -> T {
-        if !self.enabled || !closed_loop {
+    /// Runs `f` (a closed loop's turn) with the client polling; switched off again after it (raw runs, floors
+    /// and offline scoring between turns then have the generator's core to themselves).
+    pub fn during<T>(&self, f: impl FnOnce() -> T) -> T {
+        if !self.enabled {
             return f();
         }
         self.on.store(true, Ordering::Relaxed);

@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, Normal};
 
+use crate::busy_poll::BusyPoll;
 use crate::protocol::{Answer, Prepared, Sender};
 use crate::replay::Replay;
 use crate::scenario::{Arrival, BudgetShare, Policy, RowsDist};
@@ -119,6 +120,8 @@ pub struct Load<'a> {
     /// Rows of every request, unless `rows_dist` draws them per request.
     pub per_request: usize,
     pub rows_dist: Option<RowsDist>,
+    /// Keeps the client polling while a closed loop runs.
+    pub busy_poll: &'a BusyPoll,
 }
 
 /// One segment of a run: `rate` requests/s for `duration` (or a closed loop, see [`run_closed`]).
@@ -307,10 +310,12 @@ pub fn run_closed(
             })
         })
         .collect();
-    rt.block_on(async {
-        for t in tasks {
-            let _ = t.await;
-        }
+    load.busy_poll.during(|| {
+        rt.block_on(async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        })
     });
     let mut c = collected.lock().expect("collector");
     std::mem::take(&mut *c)

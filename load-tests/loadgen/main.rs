@@ -294,6 +294,7 @@ fn drive(
             seed: sc.seed,
             per_request: sc.instances_per_request,
             rows_dist: sc.rows_per_request,
+            busy_poll: polling,
         };
         warm_up(rt, &load, &mut next_request);
         let segments: Vec<Segment> = sc
@@ -340,22 +341,20 @@ fn drive(
             let bar = progress(args.quiet, &label, std::slice::from_ref(seg));
             let ticks = steal::CpuTicks::now();
             // The phase's outcomes, the executed ideal's latencies (open loop) and raw rows/s (closed loop).
-            let (c, executed, raw_executed) = polling.during(seg.closed.is_some(), || -> Result<_> {
-                Ok(match (seg.closed, sc.ideal_run) {
-                    (Some(n), false) => (run_closed(rt, &load, (seg, n), &mut next_request, &bar), None, None),
-                    (Some(n), true) => {
-                        let (c, raw) = run_closed_beside_raw(rt, &load, (seg, n), &mut next_request, floor_session)?;
-                        (c, None, Some(raw))
-                    }
-                    (None, true) => {
-                        let (c, ideal) = run_beside_ideal(rt, &load, seg, &mut next_request, &bar, floor_session)?;
-                        (c, Some(ideal), None)
-                    }
-                    (None, false) => {
-                        (run_segments(rt, &load, std::slice::from_ref(seg), &mut next_request, &bar), None, None)
-                    }
-                })
-            })?;
+            let (c, executed, raw_executed) = match (seg.closed, sc.ideal_run) {
+                (Some(n), false) => (run_closed(rt, &load, (seg, n), &mut next_request, &bar), None, None),
+                (Some(n), true) => {
+                    let (c, raw) = run_closed_beside_raw(rt, &load, (seg, n), &mut next_request, floor_session)?;
+                    (c, None, Some(raw))
+                }
+                (None, true) => {
+                    let (c, ideal) = run_beside_ideal(rt, &load, seg, &mut next_request, &bar, floor_session)?;
+                    (c, Some(ideal), None)
+                }
+                (None, false) => {
+                    (run_segments(rt, &load, std::slice::from_ref(seg), &mut next_request, &bar), None, None)
+                }
+            };
             bar.finish_and_clear();
             append_shots(args.shots.as_deref(), &label, &c);
             let mut r = summary(&c, seg.phase as usize);

@@ -53,10 +53,11 @@ const DENSE_MAX: i64 = 1 << 20;
 impl Vocab {
     pub fn from_tokens(tokens: Vec<Box<str>>) -> Self {
         let ids = tokens.iter().enumerate().map(|(i, t)| (CompactString::from(&**t), i as u32 + 1)).collect();
-        let int_ids: FxHashMap<i64, u32> =
+        let int_ids =
             tokens.iter().enumerate().filter_map(|(i, t)| canonical_int(t).map(|v| (v, i as u32 + 1))).collect();
-        let dense = dense_ids(&int_ids, tokens.len());
-        Self { ids, int_ids, dense, tokens }
+        let mut vocab = Self { ids, int_ids, dense: Vec::new(), tokens };
+        vocab.dense = dense_ids(&vocab.int_ids, vocab.tokens.len(), vocab.oov_id());
+        vocab
     }
     /// The id of `token`, or the OOV id.
     #[inline]
@@ -147,12 +148,12 @@ impl FieldEncoder {
 
 /// A dense table of `int_ids`' non-negative values when they span at most 4 slots per token (plus 1,024)
 /// and stay below [`DENSE_MAX`]; absent values hold the OOV id.
-fn dense_ids(int_ids: &FxHashMap<i64, u32>, tokens: usize) -> Vec<u32> {
+fn dense_ids(int_ids: &FxHashMap<i64, u32>, tokens: usize, oov: u32) -> Vec<u32> {
     let Some(max) = int_ids.keys().copied().filter(|&v| v >= 0).max() else { return Vec::new() };
     if max >= DENSE_MAX || max as usize >= 4 * tokens + 1024 {
         return Vec::new();
     }
-    let mut dense = vec![tokens as u32 + 1; max as usize + 1];
+    let mut dense = vec![oov; max as usize + 1];
     for (&v, &id) in int_ids.iter().filter(|(&v, _)| v >= 0) {
         dense[v as usize] = id;
     }
