@@ -236,8 +236,8 @@ impl Encoder {
     pub fn slots(&self, i: usize) -> std::ops::Range<usize> {
         self.offsets[i]..self.offsets[i] + self.fields[i].width()
     }
-    /// The index of the field named `name`, searching from `hint` on (callers pass the field after the last
-    /// match: request objects usually list fields in order, so the first comparison hits).
+    /// The index of the field named `name`, searching from `hint` on (callers pass the field the key most
+    /// likely names, so the first comparison usually hits).
     #[inline]
     pub fn field_index(&self, name: &str, hint: usize) -> Option<usize> {
         let n = self.fields.len();

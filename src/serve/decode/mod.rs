@@ -26,6 +26,12 @@ pub use v2::{
 /// Marks a slot no value has been written to yet (ids are far below it).
 const UNSET: u32 = u32::MAX;
 
+/// The body as text, checked once: `serde_json` then reads its strings without checking each one's UTF-8.
+fn utf8_body(body: &[u8]) -> Result<&str, ScoringError> {
+    std::str::from_utf8(body)
+        .map_err(|e| ScoringError::InvalidJson(format!("the body is not valid UTF-8 at byte {}", e.valid_up_to())))
+}
+
 /// Encoded rows, row-major, `Encoder::width` ids each.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encoded {
@@ -50,11 +56,15 @@ pub struct RowsBuilder<'e> {
     pub what: &'static str,
     /// The first failure a visitor met (serde's own error type cannot carry it).
     failure: RefCell<Option<ScoringError>>,
+    /// The field index of each key position in the last row object: rows of one request list their keys in
+    /// the same order, so the next row's key search starts at the field it most likely names.
+    key_order: Vec<usize>,
 }
 
 impl<'e> RowsBuilder<'e> {
     pub fn new(enc: &'e Encoder, what: &'static str) -> Self {
-        Self { enc, width: enc.width(), ids: Vec::new(), context: None, what, failure: RefCell::new(None) }
+        let failure = RefCell::new(None);
+        Self { enc, width: enc.width(), ids: Vec::new(), context: None, what, failure, key_order: Vec::new() }
     }
 
     pub fn rows(&self) -> usize {
@@ -110,6 +120,14 @@ impl<'e> RowsBuilder<'e> {
             self.context = Some(vec![UNSET; self.width]);
         }
         ColumnSeed { builder: self, field, broadcast, input }
+    }
+
+    /// Remembers that the key at `position` of a row object named field `i`.
+    fn learn_key(&mut self, position: usize, i: usize) {
+        match self.key_order.get_mut(position) {
+            Some(slot) => *slot = i,
+            None => self.key_order.push(i),
+        }
     }
 
     /// One field's slots in `row` (`None`: the context).
@@ -274,13 +292,16 @@ impl<'de> Visitor<'de> for RowSeed<'_, '_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let enc = self.builder.enc;
-        let mut hint = 0;
-        while let Some(field) = map.next_key_seed(FieldKey { enc, hint })? {
+        let (mut position, mut next) = (0, 0);
+        loop {
+            let hint = self.builder.key_order.get(position).copied().unwrap_or(next);
+            let Some(field) = map.next_key_seed(FieldKey { enc, hint })? else { break };
             let Some(i) = field else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
-            hint = i + 1;
+            self.builder.learn_key(position, i);
+            (position, next) = (position + 1, i + 1);
             let f = &enc.fields[i];
             let out = self.builder.slots(self.row, i);
             if let Err(reason) = map.next_value_seed(ValueSeed { field: f, out })? {
@@ -400,6 +421,21 @@ mod tests {
         let err = decode(body, false).unwrap_err().to_string();
         assert!(err.contains("candidates[1]") && err.contains("'tags' is missing"), "{err}");
         assert_eq!(decode(body, true).unwrap(), Encoded { ids: vec![1, 1, 1, 0, 1, 2, 3, 3], rows: 2 });
+    }
+
+    #[test]
+    fn rows_may_list_their_keys_in_any_order() {
+        let body = r#"{"instances": [{"item": "i1", "x": 0, "user": "u1", "tags": "a"},
+            {"tags": "b", "user": "u2", "item": "i2"}, {"user": "u1", "tags": "a|b", "item": "i3", "x": 1}]}"#;
+        let ids = vec![1, 1, 1, 0, 2, 2, 2, 0, 1, 3, 1, 2];
+        assert_eq!(decode(body, false).unwrap(), Encoded { ids, rows: 3 });
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_invalid_json_naming_the_byte() {
+        let body = b"{\"instances\": [{\"user\": \"u\xff\"}]}";
+        let err = decode_v1(body, &encoder(), DecodeLimits { max_rows: 8, missing_as_oov: true }).unwrap_err();
+        assert!(matches!(&err, ScoringError::InvalidJson(m) if m.contains("byte 26")), "{err:?}");
     }
 
     #[test]

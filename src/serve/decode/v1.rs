@@ -3,7 +3,7 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
 
-use super::{DecodeLimits, Encoded, RowsBuilder};
+use super::{utf8_body, DecodeLimits, Encoded, RowsBuilder};
 use crate::features::Encoder;
 use crate::serve::error::ScoringError;
 
@@ -20,7 +20,7 @@ const KEYS: &[&str] = &["instances", "context", "candidates", "latency_budget_ms
 /// Decodes and encodes a `/v1/score` body in one pass.
 pub fn decode_v1(body: &[u8], enc: &Encoder, limits: DecodeLimits) -> Result<(Encoded, BodyOptions), ScoringError> {
     let mut builder = RowsBuilder::new(enc, "instances");
-    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut de = serde_json::Deserializer::from_str(utf8_body(body)?);
     let parsed = BodySeed { builder: &mut builder, limits }.deserialize(&mut de).and_then(|o| de.end().map(|_| o));
     let (options, seen) = parsed.map_err(|e| builder.take_failure(&e))?;
     match (seen.instances, seen.candidates, seen.context) {

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::tensors::{encode_tensors, Tensor, Values};
-use super::{BodyOptions, DecodeLimits, Encoded};
+use super::{utf8_body, BodyOptions, DecodeLimits, Encoded};
 use crate::features::Encoder;
 use crate::serve::error::ScoringError;
 
@@ -119,7 +119,7 @@ pub fn decode_v2(
         Some(n) => body.split_at(n),
         None => (body, &[][..]),
     };
-    let req: Request = serde_json::from_slice(json).map_err(|e| ScoringError::from_json(&e))?;
+    let req: Request = serde_json::from_str(utf8_body(json)?).map_err(|e| ScoringError::from_json(&e))?;
     let options = options(&req.parameters)?;
     let mut tensors = Vec::with_capacity(req.inputs.len());
     for input in &req.inputs {
