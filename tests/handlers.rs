@@ -1,6 +1,6 @@
 //! The HTTP handlers in-process (`tower::ServiceExt::oneshot`, no socket) on the shipped default model and
 //! real frappe test rows: ranking-request validation, KServe v2 broadcasting, identical metrics for v1 and
-//! v2, and deadlines that pass before a request runs.
+//! v2, deadlines that pass before a request runs, and bodies that are not UTF-8.
 mod common;
 
 use ensemble_serve::data::instances::{read_instances, split_context};
@@ -34,6 +34,21 @@ async fn a_field_in_both_context_and_candidates_or_in_neither_is_a_422_naming_it
 
     let (status, v) = common::app::post(&router, "/v1/score", &json!({"context": {"user": "1"}})).await;
     assert_eq!((status, v["error"]["code"].as_str()), (422, Some("invalid_request")), "{v}");
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_utf8_is_a_400_in_each_protocols_shape() {
+    let router = common::app::router(&common::app::shipped());
+    let json = [("content-type", "application/json")];
+    let body = b"{\"instances\": [{\"user\": \"\xff\"}]}".to_vec();
+    let (status, _, answer) = common::app::post_bytes(&router, "/v1/score", body.clone(), &json).await;
+    let v: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("invalid_json")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("UTF-8 at byte 25"), "{v}");
+    let (status, _, answer) = common::app::post_bytes(&router, "/v2/models/default/infer", body, &json).await;
+    let v: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("UTF-8 at byte 25"), "{v}");
 }
 
 #[tokio::test]
