@@ -19,6 +19,12 @@ pub fn default_ort_library() -> PathBuf {
     cache_dir().join("onnxruntime-1.31.1").join("libonnxruntime.so.1.31.1")
 }
 
+/// The Python of the load tests' peers venv that `scripts/setup` installs (its `env.sh` exports the same path
+/// as `ENSEMBLE_SERVE_PEERS_PYTHON`).
+pub fn default_peers_python() -> PathBuf {
+    cache_dir().join("peers").join("bin").join("python")
+}
+
 /// Where real CTR data lives unless `CTR_DATA_DIR` says otherwise (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "../shared/data";
 

@@ -88,7 +88,7 @@ struct RunArgs {
     /// Hide progress bars.
     #[arg(long)]
     quiet: bool,
-    /// Python of the peers' venv (scripts/setup installs it).
+    /// Python of the peers' venv (default: the one scripts/setup installs in the cache, when present).
     #[arg(long, env = "ENSEMBLE_SERVE_PEERS_PYTHON")]
     peers_python: Option<PathBuf>,
     /// Directory of the peers' scripts.
@@ -191,9 +191,11 @@ fn run(cli: Cli) -> Result<()> {
 fn spawn(args: &RunArgs, sc: &Scenario, target: Target) -> Result<server::Spawned> {
     let log = std::env::temp_dir().join(format!("loadgen-{}-{}.log", sc.name, target.name()));
     if !target.is_ours() {
-        let python = args.peers_python.as_deref().context(
-            "peers need the setup's peers venv: run scripts/setup and source its env.sh (ENSEMBLE_SERVE_PEERS_PYTHON)",
+        let installed = Some(ensemble_serve::paths::default_peers_python()).filter(|p| p.is_file());
+        let python = args.peers_python.clone().or(installed).context(
+            "peers need the setup's peers venv: run scripts/setup (or point ENSEMBLE_SERVE_PEERS_PYTHON at its Python)",
         )?;
+        let python = python.as_path();
         return server::Spawned::start_peer(server::PeerOptions {
             target,
             python,

@@ -32,10 +32,11 @@ macro_rules! require_data {
 /// The setup's peers venv (`tritonclient`, the load tests' peers); absent: a failure under CI=true, else a
 /// loud skip.
 pub fn peers_python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("ENSEMBLE_SERVE_PEERS_PYTHON").map(PathBuf::from).filter(|p| p.is_file()) {
+    let given = std::env::var_os("ENSEMBLE_SERVE_PEERS_PYTHON").map(PathBuf::from);
+    if let Some(p) = given.or_else(|| Some(ensemble_serve::paths::default_peers_python())).filter(|p| p.is_file()) {
         return Some(p);
     }
-    let why = "ENSEMBLE_SERVE_PEERS_PYTHON is unset or missing: run scripts/setup and source its env.sh";
+    let why = "no peers venv (ENSEMBLE_SERVE_PEERS_PYTHON, else the cache's peers/bin/python): run scripts/setup";
     assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true but {why}");
     eprintln!("\n*** SKIPPED: {why} ***\n");
     None
