@@ -20,9 +20,9 @@ pub fn default_ort_library() -> PathBuf {
 }
 
 /// The Python of the load tests' peers venv that `scripts/setup` installs (its `env.sh` exports the same path
-/// as `ENSEMBLE_SERVE_PEERS_PYTHON`).
-pub fn default_peers_python() -> PathBuf {
-    cache_dir().join("peers").join("bin").join("python")
+/// as `ENSEMBLE_SERVE_PEERS_PYTHON`), when it is there.
+pub fn installed_peers_python() -> Option<PathBuf> {
+    Some(cache_dir().join("peers").join("bin").join("python")).filter(|p| p.is_file())
 }
 
 /// Where real CTR data lives unless `CTR_DATA_DIR` says otherwise (relative to the working directory).

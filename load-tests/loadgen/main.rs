@@ -191,14 +191,12 @@ fn run(cli: Cli) -> Result<()> {
 fn spawn(args: &RunArgs, sc: &Scenario, target: Target) -> Result<server::Spawned> {
     let log = std::env::temp_dir().join(format!("loadgen-{}-{}.log", sc.name, target.name()));
     if !target.is_ours() {
-        let installed = Some(ensemble_serve::paths::default_peers_python()).filter(|p| p.is_file());
-        let python = args.peers_python.clone().or(installed).context(
+        let python = args.peers_python.clone().or_else(ensemble_serve::paths::installed_peers_python).context(
             "peers need the setup's peers venv: run scripts/setup (or point ENSEMBLE_SERVE_PEERS_PYTHON at its Python)",
         )?;
-        let python = python.as_path();
         return server::Spawned::start_peer(server::PeerOptions {
             target,
-            python,
+            python: &python,
             peers_dir: &args.peers_dir,
             models_dir: &args.models_dir,
             model: &args.model,

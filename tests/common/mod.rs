@@ -32,9 +32,12 @@ macro_rules! require_data {
 /// The setup's peers venv (`tritonclient`, the load tests' peers); absent: a failure under CI=true, else a
 /// loud skip.
 pub fn peers_python() -> Option<PathBuf> {
-    let given = std::env::var_os("ENSEMBLE_SERVE_PEERS_PYTHON").map(PathBuf::from);
-    if let Some(p) = given.or_else(|| Some(ensemble_serve::paths::default_peers_python())).filter(|p| p.is_file()) {
-        return Some(p);
+    let python = match std::env::var_os("ENSEMBLE_SERVE_PEERS_PYTHON") {
+        Some(given) => Some(PathBuf::from(given)).filter(|p| p.is_file()),
+        None => ensemble_serve::paths::installed_peers_python(),
+    };
+    if python.is_some() {
+        return python;
     }
     let why = "no peers venv (ENSEMBLE_SERVE_PEERS_PYTHON, else the cache's peers/bin/python): run scripts/setup";
     assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true but {why}");
