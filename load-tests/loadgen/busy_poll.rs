@@ -3,11 +3,13 @@
 //! On loopback the kernel delivers an answer into the client's socket on the *server's* core, and when the
 //! client sleeps it also wakes it there (an inter-processor interrupt; 2–3% of the server core per
 //! 165-row request of the best student by `perf`), work that a remote client's own host would do. A client
-//! that never sleeps has no waiter to wake, so the server's core does only the server's work.
+//! that never sleeps has no waiter to wake, so the server's core does only the server's work. Only for
+//! scenarios that give the generator cores apart from the server's: on shared cores polling takes the
+//! server's time.
 //!
-//! Closed loops only ([`crate::driver::run_closed`]): an open loop's timed sends came up to 5 ms late with
-//! the runtime yielding in a loop (its timers fire late), so open loops keep the sleeping client and its
-//! sub-millisecond send lag.
+//! Closed loops ([`crate::driver::run_closed`]) and open ones ([`crate::driver::run_segments`]), whose
+//! sends a yielding task on the same runtime paces: a pacing *thread* beside a yielding runtime on one
+//! core sent up to 5 ms late (the two took turns on the core), a pacing task sends within tens of µs.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -36,6 +38,11 @@ impl BusyPoll {
             }
         });
         Self { on, wake, enabled }
+    }
+
+    /// Whether the client polls (no `--client-sleeps`).
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
 
     /// Runs `f` (a closed loop's turn) with the client polling; switched off again after it (raw runs, floors

@@ -1,5 +1,5 @@
-//! The open-loop engine. A pacing thread computes each request's scheduled send time from the arrival
-//! process and hands it to the async client without waiting for earlier answers; latency runs from the
+//! The open-loop engine. Each request's scheduled send time comes from the arrival process, and it is sent
+//! then without waiting for earlier answers; latency runs from the
 //! scheduled time, so a stalled server shows up in the numbers instead of slowing the sender
 //! (no coordinated omission).
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -136,6 +136,10 @@ pub struct Segment {
 
 /// Sends the segments back to back on one timeline and waits for every answer (or its timeout).
 /// `next_request` numbers requests across calls so replay continues through the split.
+///
+/// With the polling client (the default) a task on the client runtime paces the sends, yielding until each
+/// one's time, so the runtime never sleeps in `epoll_wait` and no answer waits for a halted core to wake;
+/// this thread only builds the requests ahead. With `--client-sleeps` this thread paces them itself.
 pub fn run_segments(
     rt: &tokio::runtime::Runtime,
     load: &Load,
@@ -143,10 +147,45 @@ pub fn run_segments(
     next_request: &mut u64,
     progress: &indicatif::ProgressBar,
 ) -> Collected {
-    let collected = Arc::new(Mutex::new(Collected::default()));
-    let outstanding = Arc::new(AtomicUsize::new(0));
-    let mut rng = ChaCha8Rng::seed_from_u64(load.seed ^ *next_request);
+    let fire = Fire::new(rt, load);
     let start = Instant::now();
+    load.busy_poll.during(|| {
+        match load.busy_poll.enabled() {
+            true => {
+                let (tx, rx) = tokio::sync::mpsc::channel(BUILT_AHEAD);
+                let pacer = rt.spawn(fire.clone().pace(rx));
+                schedule(load, segments, next_request, start, |timed| {
+                    // Err only if the pacer is gone, which `pacer` below reports.
+                    let _ = tx.blocking_send(timed);
+                    progress.inc(1);
+                });
+                drop(tx);
+                if let Err(e) = rt.block_on(pacer) {
+                    eprintln!("warning: the pacing task failed: {e}");
+                }
+            }
+            false => schedule(load, segments, next_request, start, |(sched, request, shot)| {
+                sleep_until(sched);
+                fire.send(shot, request, sched);
+                progress.inc(1);
+            }),
+        }
+        fire.wait_for_answers(load.timeout);
+    });
+    let mut c = fire.collected.lock().expect("collector");
+    std::mem::take(&mut *c)
+}
+
+/// Requests the building thread may be ahead of the polling pacer.
+const BUILT_AHEAD: usize = 64;
+
+/// A request built ahead of its scheduled send time, with its shot.
+type Timed = (Instant, Prepared, Shot);
+
+/// Builds every request of `segments` in order with its scheduled time (`start` + the arrival process's
+/// offset) and hands each to `send`.
+fn schedule(load: &Load, segments: &[Segment], next_request: &mut u64, start: Instant, mut send: impl FnMut(Timed)) {
+    let mut rng = ChaCha8Rng::seed_from_u64(load.seed ^ *next_request);
     let mut offset = 0.0f64;
     for seg in segments {
         let end = offset + seg.duration.as_secs_f64();
@@ -159,9 +198,7 @@ pub fn run_segments(
             // The body is built before its send time: building it is the client's work, not the server's.
             let (request, shot) = prepare(load, i, seg.phase, &mut rng);
             let shot = Shot { sched_ns: sched.duration_since(start).as_nanos() as u64, ..shot };
-            sleep_until(sched);
-            fire(rt, load, shot, (request, sched), &collected, &outstanding);
-            progress.inc(1);
+            send((sched, request, shot));
             offset += match load.arrival {
                 Arrival::Poisson => gap.sample(&mut rng),
                 Arrival::Constant => 1.0 / seg.rate,
@@ -169,12 +206,70 @@ pub fn run_segments(
         }
         offset = end;
     }
-    let deadline = Instant::now() + load.timeout + Duration::from_secs(1);
-    while outstanding.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+}
+
+/// What sending an open loop's requests needs, owned so that a task on the client runtime can pace them.
+#[derive(Clone)]
+struct Fire {
+    rt: tokio::runtime::Handle,
+    sender: Sender,
+    connections: Arc<tokio::sync::Semaphore>,
+    max_outstanding: usize,
+    n_rows: u32,
+    collected: Arc<Mutex<Collected>>,
+    outstanding: Arc<AtomicUsize>,
+}
+
+impl Fire {
+    fn new(rt: &tokio::runtime::Runtime, load: &Load) -> Self {
+        Self {
+            rt: rt.handle().clone(),
+            sender: load.sender.clone(),
+            connections: load.connections.clone(),
+            max_outstanding: load.max_outstanding,
+            n_rows: load.replay.rows.len() as u32,
+            collected: Default::default(),
+            outstanding: Default::default(),
+        }
     }
-    let mut c = collected.lock().expect("collector");
-    std::mem::take(&mut *c)
+
+    /// Sends each request at its time, yielding to the runtime's other tasks (and its I/O) until then.
+    async fn pace(self, mut built: tokio::sync::mpsc::Receiver<Timed>) {
+        while let Some((sched, request, shot)) = built.recv().await {
+            while Instant::now() < sched {
+                tokio::task::yield_now().await;
+            }
+            self.send(shot, request, sched);
+        }
+    }
+
+    /// Sends `request` (built ahead of its scheduled time `sched`) without waiting for its answer.
+    fn send(&self, shot: Shot, request: Prepared, sched: Instant) {
+        if self.outstanding.load(Ordering::SeqCst) >= self.max_outstanding {
+            self.collected.lock().expect("collector").shots.push(shot);
+            return;
+        }
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
+        // The lag: how late the pacing woke for this send (a starved generator measures itself).
+        let lag_us = sched.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        let shot = Shot { lag_us, ..shot };
+        let this = self.clone();
+        self.rt.spawn(async move {
+            let permit = this.connections.acquire_owned().await.expect("connection semaphore is never closed");
+            let (status, answer) = this.sender.send(request).await;
+            drop(permit);
+            record(&this.collected, Shot { status, ..shot }, sched, answer, this.n_rows);
+            this.outstanding.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    /// Waits until every sent request is answered or `timeout` (and a second) has passed.
+    fn wait_for_answers(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout + Duration::from_secs(1);
+        while self.outstanding.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 fn first_gap(arrival: Arrival, rate: f64, gap: &Exp<f64>, rng: &mut ChaCha8Rng) -> f64 {
@@ -225,35 +320,6 @@ fn sleep_until(t: Instant) {
 
 /// How long before a send time the pacing thread stops sleeping.
 const SPIN_BEFORE: Duration = Duration::from_micros(400);
-
-/// Sends `request` (built ahead of its scheduled time `sched`) without waiting for its answer.
-fn fire(
-    rt: &tokio::runtime::Runtime,
-    load: &Load,
-    shot: Shot,
-    (request, sched): (Prepared, Instant),
-    collected: &Arc<Mutex<Collected>>,
-    outstanding: &Arc<AtomicUsize>,
-) {
-    let n_rows = load.replay.rows.len() as u32;
-    if outstanding.load(Ordering::SeqCst) >= load.max_outstanding {
-        collected.lock().expect("collector").shots.push(shot);
-        return;
-    }
-    outstanding.fetch_add(1, Ordering::SeqCst);
-    // The lag: how late the pacing thread woke for this send (a starved generator measures itself).
-    let lag_us = sched.elapsed().as_micros().min(u32::MAX as u128) as u32;
-    let shot = Shot { lag_us, ..shot };
-    let (collected, outstanding, connections) = (collected.clone(), outstanding.clone(), load.connections.clone());
-    let sender = load.sender.clone();
-    rt.spawn(async move {
-        let permit = connections.acquire_owned().await.expect("connection semaphore is never closed");
-        let (status, answer) = sender.send(request).await;
-        drop(permit);
-        record(&collected, Shot { status, ..shot }, sched, answer, n_rows);
-        outstanding.fetch_sub(1, Ordering::SeqCst);
-    });
-}
 
 /// Files one answered (or failed) request: its latency from `sched`, the tier and times the server reported,
 /// and its scores by replay row (`n_rows` rows, cycling).

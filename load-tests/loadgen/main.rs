@@ -81,8 +81,10 @@ struct RunArgs {
     /// Client runtime threads (the server shares the machine).
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
-    /// Let the client sleep in epoll_wait during closed-loop phases too: its wake-ups then run on the server's
-    /// core, which loopback bills to the server (default: closed loops poll; see busy_poll.rs).
+    /// Let the client sleep in epoll_wait between its sends and answers: its wake-ups then run on the server's
+    /// core, which loopback bills to the server, and each answer waits for the client's core to wake
+    /// (default: the client polls when the scenario gives it cores apart from the server's; see
+    /// busy_poll.rs).
     #[arg(long)]
     client_sleeps: bool,
     /// Hide progress bars.
@@ -129,7 +131,8 @@ fn run(cli: Cli) -> Result<()> {
     let (offline, floors, floor_session) = offline_and_floors(&args, &sc, &replay)?;
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()?;
-    let polling = BusyPoll::start(&rt, !args.client_sleeps);
+    // A polling client on the server's cores would take their time from it.
+    let polling = BusyPoll::start(&rt, !args.client_sleeps && sc.generator_apart());
     let client = reqwest::Client::builder().pool_max_idle_per_host(usize::MAX).tcp_nodelay(true).build()?;
     let (mut phases, mut timelines, mut rss_kib, mut bases) = (Vec::new(), BTreeMap::new(), Vec::new(), Vec::new());
     for &target in &sc.targets {

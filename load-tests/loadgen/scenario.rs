@@ -234,6 +234,13 @@ fn default_timeout() -> u64 {
 }
 
 impl Scenario {
+    /// Whether the generator has cores of its own: pinned, and to none of the server's.
+    pub fn generator_apart(&self) -> bool {
+        !self.generator_cpus.is_empty()
+            && !self.server_cpus.is_empty()
+            && self.generator_cpus.iter().all(|c| !self.server_cpus.contains(c))
+    }
+
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let s: Scenario = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
