@@ -2,6 +2,7 @@
 //! of continuous scenarios, and the server's RSS.
 use std::path::Path;
 
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use crate::report::RunResults;
@@ -9,6 +10,24 @@ use crate::report::RunResults;
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+    /// Index into the palette: the series of one server share it.
+    pub color: usize,
+    pub stroke: Stroke,
+}
+
+/// How a series is drawn: a server's p50 thin, its p99 thick, its ideal servers dashed and dotted.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Stroke {
+    Thin,
+    Thick,
+    Dashed,
+    Dotted,
+}
+
+impl Series {
+    fn new(name: String, points: Vec<(f64, f64)>, color: usize, stroke: Stroke) -> Self {
+        Self { name, points, color, stroke }
+    }
 }
 
 /// One line chart; `log_y` for latencies, whose tails span orders of magnitude.
@@ -24,18 +43,41 @@ fn line_chart(path: &Path, title: &str, axes: (&str, &str), log_y: bool, series:
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut b = ChartBuilder::on(&root);
     b.caption(title, ("sans-serif", 24)).margin(15).x_label_area_size(45).y_label_area_size(70);
-    let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+    let colors = [
+        BLUE,
+        RED,
+        GREEN,
+        MAGENTA,
+        CYAN,
+        BLACK,
+        RGBColor(255, 140, 0),
+        RGBColor(128, 0, 128),
+        RGBColor(0, 128, 128),
+        RGBColor(128, 128, 0),
+    ];
     macro_rules! draw {
         ($chart:expr) => {{
             let mut chart = $chart;
             chart.configure_mesh().x_desc(axes.0).y_desc(axes.1).draw().map_err(|e| e.to_string())?;
-            for (i, s) in series.iter().enumerate() {
-                let c = colors[i % colors.len()];
-                chart
-                    .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
+            for s in series {
+                let c = colors[s.color % colors.len()];
+                let style = c.stroke_width(if s.stroke == Stroke::Thin { 1 } else { 2 });
+                let pts = s.points.iter().copied();
+                let (dash, gap) = match s.stroke {
+                    Stroke::Dashed => (8, 5),
+                    Stroke::Dotted => (2, 4),
+                    Stroke::Thin | Stroke::Thick => (0, 0),
+                };
+                let drawn = match dash {
+                    0 => chart.draw_series(LineSeries::new(pts, style)),
+                    _ => chart.draw_series(DashedLineSeries::new(pts, dash, gap, style)),
+                };
+                // A solid line is one 24 px dash.
+                let legend_dash = if dash == 0 { 24 } else { dash };
+                drawn
                     .map_err(|e| e.to_string())?
                     .label(s.name.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+                    .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 24, y)], legend_dash, gap, style));
                 chart
                     .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled())))
                     .map_err(|e| e.to_string())?;
@@ -72,13 +114,14 @@ fn tier_share(
     }
     let series: Vec<Series> = names
         .iter()
-        .map(|name| Series {
-            name: name.to_string(),
-            points: windows
+        .enumerate()
+        .map(|(i, name)| {
+            let points = windows
                 .iter()
                 .filter(|w| w.ok > 0)
                 .map(|w| (w.t_s, *w.tiers.get(*name).unwrap_or(&0) as f64 / w.ok as f64))
-                .collect(),
+                .collect();
+            Series::new(name.to_string(), points, i, Stroke::Thick)
         })
         .collect();
     let file = format!("tiers_{policy}.png");
@@ -96,17 +139,27 @@ pub fn write_all(r: &RunResults, dir: &Path) -> Result<Vec<String>, String> {
     if !r.scenario.continuous && r.scenario.phases.len() > 1 {
         let mut lat = Vec::new();
         let mut auc = Vec::new();
-        for p in &policies {
+        for (i, p) in policies.iter().enumerate() {
             let rows: Vec<_> = r.phases.iter().filter(|x| x.policy == *p).collect();
             let pick = |f: fn(&crate::stats::Percentiles) -> f64| {
                 rows.iter().filter_map(|x| x.latency.as_ref().map(|l| (x.offered_rps, f(l)))).collect()
             };
-            lat.push(Series { name: format!("{p} p50"), points: pick(|l| l.p50_ms) });
-            lat.push(Series { name: format!("{p} p99"), points: pick(|l| l.p99_ms) });
-            auc.push(Series {
-                name: format!("{p} served"),
-                points: rows.iter().filter_map(|x| x.served_auc.map(|a| (x.offered_rps, a))).collect(),
-            });
+            lat.push(Series::new(format!("{p} p50"), pick(|l| l.p50_ms), i, Stroke::Thin));
+            lat.push(Series::new(format!("{p} p99"), pick(|l| l.p99_ms), i, Stroke::Thick));
+            // The ideal one-core FIFO servers on the same arrival traces, where the scenario has them.
+            let ideal = |f: fn(&&crate::stats::PhaseResult) -> Option<f64>| -> Vec<(f64, f64)> {
+                rows.iter().filter_map(|x| f(x).map(|v| (x.offered_rps, v))).collect()
+            };
+            for (label, points, stroke) in [
+                ("ideal executed", ideal(|x| x.ideal_run_p99_ms), Stroke::Dashed),
+                ("ideal from floors", ideal(|x| x.ideal_p99_ms), Stroke::Dotted),
+            ] {
+                if !points.is_empty() {
+                    lat.push(Series::new(format!("{p} p99, {label}"), points, i, stroke));
+                }
+            }
+            let served = rows.iter().filter_map(|x| x.served_auc.map(|a| (x.offered_rps, a))).collect();
+            auc.push(Series::new(format!("{p} served"), served, i, Stroke::Thick));
         }
         if let Some(first) = policies.first() {
             let off = r
@@ -114,7 +167,7 @@ pub fn write_all(r: &RunResults, dir: &Path) -> Result<Vec<String>, String> {
                 .iter()
                 .filter(|x| x.policy == *first)
                 .filter_map(|x| x.offline_auc.map(|a| (x.offered_rps, a)));
-            auc.push(Series { name: "ensemble offline".into(), points: off.collect() });
+            auc.push(Series::new("ensemble offline".into(), off.collect(), policies.len(), Stroke::Dashed));
         }
         let name = &r.scenario.name;
         line_chart(
@@ -137,9 +190,10 @@ pub fn write_all(r: &RunResults, dir: &Path) -> Result<Vec<String>, String> {
         let series: Vec<Series> = r
             .timelines
             .iter()
-            .map(|(p, w)| Series {
-                name: format!("{p} p99"),
-                points: w.iter().filter_map(|w| w.p99_ms.map(|v| (w.t_s, v))).collect(),
+            .enumerate()
+            .map(|(i, (p, w))| {
+                let points = w.iter().filter_map(|w| w.p99_ms.map(|v| (w.t_s, v))).collect();
+                Series::new(format!("{p} p99"), points, i, Stroke::Thick)
             })
             .collect();
         line_chart(
@@ -155,10 +209,8 @@ pub fn write_all(r: &RunResults, dir: &Path) -> Result<Vec<String>, String> {
         }
     }
     if r.rss_kib.len() > 1 {
-        let s = Series {
-            name: "server RSS".into(),
-            points: r.rss_kib.iter().map(|&(t, kb)| (t, kb as f64 / 1024.0)).collect(),
-        };
+        let points = r.rss_kib.iter().map(|&(t, kb)| (t, kb as f64 / 1024.0)).collect();
+        let s = Series::new("server RSS".into(), points, 0, Stroke::Thick);
         line_chart(
             &dir.join("rss.png"),
             &format!("{}: server resident memory", r.scenario.name),
