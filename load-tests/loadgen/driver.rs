@@ -1,7 +1,6 @@
 //! The open-loop engine. Each request's scheduled send time comes from the arrival process, and it is sent
-//! then without waiting for earlier answers; latency runs from the
-//! scheduled time, so a stalled server shows up in the numbers instead of slowing the sender
-//! (no coordinated omission).
+//! then without waiting for earlier answers; latency runs from the scheduled time, so a stalled server shows
+//! up in the numbers instead of slowing the sender (no coordinated omission).
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -155,8 +154,10 @@ pub fn run_segments(
                 let (tx, rx) = tokio::sync::mpsc::channel(BUILT_AHEAD);
                 let pacer = rt.spawn(fire.clone().pace(rx));
                 schedule(load, segments, next_request, start, |timed| {
-                    // Err only if the pacer is gone, which `pacer` below reports.
-                    let _ = tx.blocking_send(timed);
+                    // Only if the pacer is gone (reported below): the request is counted, as never sent.
+                    if let Err(unsent) = tx.blocking_send(timed) {
+                        fire.collected.lock().expect("collector").shots.push(unsent.0 .2);
+                    }
                     progress.inc(1);
                 });
                 drop(tx);

@@ -12,7 +12,7 @@ use crate::scenario::{Policy, Scenario};
 use crate::{server, RunArgs};
 
 /// Raw ONNX Runtime µs by rows (ascending) of the graph each policy forces: the ideal server's cost.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Floors {
     ensemble: Vec<(usize, f64)>,
     student: Vec<(usize, f64)>,
@@ -45,7 +45,7 @@ impl Floors {
 const FLOOR_ROWS: [usize; 8] = [1, 16, 64, 128, 165, 256, 512, 1024];
 
 /// The floors timed before and after the run, and what the ideal server used.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FloorRecord {
     pub before: Floors,
     pub after: Floors,

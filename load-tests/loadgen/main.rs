@@ -42,6 +42,12 @@ struct Cli {
 enum Command {
     /// Runs a scenario file and writes results.json, summary.md and plots.
     Run(RunArgs),
+    /// Rewrites a results directory's summary.md and plots from its results.json (after a change to how
+    /// either is drawn); results.json is left as it is.
+    Report {
+        /// A directory `run` wrote (load-tests/results/<scenario>).
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -110,7 +116,15 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let Command::Run(args) = cli.command;
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::Report { dir } => {
+            let results = report::read(&dir).map_err(anyhow::Error::msg)?;
+            let files = report::rewrite_views(&results, &dir).map_err(anyhow::Error::msg)?;
+            println!("rewrote {} in {}", files.join(", "), dir.display());
+            return Ok(());
+        }
+    };
     // SAFETY: prctl(PR_SET_TIMERSLACK) only changes this thread's timer slack: sleeps wake within µs.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64);

@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scenario::Scenario;
 use crate::stats::{recovery_s, PhaseResult, Window};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RunResults {
     pub scenario: Scenario,
     pub started_utc: String,
@@ -27,7 +27,7 @@ pub struct RunResults {
     pub verdicts: Verdicts,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Verdicts {
     /// Sweeps: the highest offered rate each policy sustained (no stop-rule breach, ≥ 95% answered).
     pub sustained_rps: BTreeMap<String, f64>,
@@ -197,6 +197,27 @@ pub fn markdown(r: &RunResults) -> String {
         );
     }
     md
+}
+
+/// Reads a results directory's `results.json` back (to rewrite its summary and plots).
+pub fn read(dir: &Path) -> Result<RunResults, String> {
+    let path = dir.join("results.json");
+    let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| format!("{}: {e} (written by an older loadgen? rerun its scenario)", path.display()))
+}
+
+/// Rewrites `dir`'s summary.md and plots from `r`, each file replaced atomically; results.json stays as
+/// the run wrote it. Returns the files written.
+pub fn rewrite_views(r: &RunResults, dir: &Path) -> Result<Vec<String>, String> {
+    let tmp = tempfile::Builder::new().prefix(".loadgen-").tempdir_in(dir).map_err(|e| e.to_string())?;
+    std::fs::write(tmp.path().join("summary.md"), markdown(r)).map_err(|e| e.to_string())?;
+    let mut files = crate::plots::write_all(r, tmp.path())?;
+    files.push("summary.md".into());
+    for f in &files {
+        std::fs::rename(tmp.path().join(f), dir.join(f)).map_err(|e| format!("{}: {e}", dir.join(f).display()))?;
+    }
+    Ok(files)
 }
 
 /// Writes results.json, summary.md and the plots into `out` atomically.

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::driver::{Collected, Shot, CLIENT_TIMEOUT, GENERATOR_OVERFLOW, TRANSPORT_ERROR};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Percentiles {
     pub p50_ms: f64,
     pub p90_ms: f64,
@@ -18,7 +18,7 @@ pub struct Percentiles {
     pub mean_ms: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PhaseResult {
     pub policy: String,
     pub phase: String,
@@ -72,7 +72,7 @@ pub struct PhaseResult {
     pub trace: Vec<(u64, u32)>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Window {
     pub t_s: f64,
     pub sent: u64,
