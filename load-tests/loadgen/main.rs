@@ -41,7 +41,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs a scenario file and writes results.json, summary.md and plots.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Rewrites a results directory's summary.md and plots from its results.json (after a change to how
     /// either is drawn); results.json is left as it is.
     Report {
@@ -117,7 +117,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     let args = match cli.command {
-        Command::Run(args) => args,
+        Command::Run(args) => *args,
         Command::Report { dir } => {
             let results = report::read(&dir).map_err(anyhow::Error::msg)?;
             let files = report::rewrite_views(&results, &dir).map_err(anyhow::Error::msg)?;
