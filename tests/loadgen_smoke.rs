@@ -1,7 +1,7 @@
 //! The load generator's 10-second smoke scenario against the real server on the shipped default model:
 //! open-loop Poisson load, real frappe test rows, every request answered, and the AUC of the scores the
 //! server returned equal to the ensemble's offline AUC on the same rows; and a ranking phase and a closed loop
-//! run in turns with the executed ideal server and raw ONNX Runtime.
+//! run in turns with the executed ideal server and raw ONNX Runtime, whose results `loadgen report` redraws.
 #![cfg(feature = "loadgen")]
 mod common;
 
@@ -22,6 +22,19 @@ fn run_scenario(scenario: &str, data_dir: &Path, results: &Path) -> serde_json::
         .unwrap();
     assert!(status.success(), "loadgen failed on {scenario}: {status}");
     serde_json::from_slice(&std::fs::read(results.join("results.json")).unwrap()).unwrap()
+}
+
+/// `loadgen report` reads results.json back and redraws the plots and summary: the summary comes out as the
+/// run wrote it (every field survives the round trip) and results.json is left alone.
+fn redraw_keeps_results_and_summary(dir: &Path) {
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    let (json, summary) = (read("results.json"), read("summary.md"));
+    std::fs::remove_file(dir.join("latency_vs_rate.png")).expect("a two-phase run draws latency against rate");
+    let status = Command::new(env!("CARGO_BIN_EXE_loadgen")).arg("report").arg(dir).status().unwrap();
+    assert!(status.success(), "loadgen report failed: {status}");
+    assert_eq!(read("results.json"), json, "results.json rewritten");
+    assert_eq!(String::from_utf8(read("summary.md")).unwrap(), String::from_utf8(summary).unwrap());
+    assert!(dir.join("latency_vs_rate.png").is_file(), "plot not redrawn");
 }
 
 #[test]
@@ -51,7 +64,9 @@ fn smoke_scenario_has_no_errors_and_offline_auc() {
 fn phases_in_turns_with_the_ideal_server() {
     let data_dir = require_data!();
     let out = tempfile::tempdir().unwrap();
-    let r = run_scenario("tests/loadgen/turns.toml", &data_dir, &out.path().join("turns"));
+    let dir = out.path().join("turns");
+    let r = run_scenario("tests/loadgen/turns.toml", &data_dir, &dir);
+    redraw_keeps_results_and_summary(&dir);
     let (open, closed) = (&r["phases"][0], &r["phases"][1]);
     for p in [open, closed] {
         let sent = p["sent"].as_u64().unwrap();
