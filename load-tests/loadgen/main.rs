@@ -347,10 +347,21 @@ fn drive(
         };
         if sc.continuous {
             let bar = progress(args.quiet, &label, &segments);
+            // The steal counters at each phase's start, and after the last answer.
+            let starts = segments.iter().scan(Duration::ZERO, |t, s| Some(std::mem::replace(t, *t + s.duration)));
+            let sampler = steal::sample_at(starts.collect());
             let c = run_segments(rt, &load, &segments, &mut next_request, &bar);
+            let mut ticks = sampler.join().unwrap_or_default();
+            ticks.push(steal::CpuTicks::now());
             bar.finish_and_clear();
             append_shots(args.shots.as_deref(), &label, &c);
-            results.extend((0..segments.len()).map(|i| summary(&c, i)));
+            results.extend((0..segments.len()).map(|i| {
+                let mut r = summary(&c, i);
+                if let (Some(a), Some(b)) = (ticks.get(i), ticks.get(i + 1)) {
+                    r.judge_steal((a.steal_share(b, &sc.server_cpus), a.steal_share(b, &sc.generator_cpus)));
+                }
+                r
+            }));
             timelines.insert(label.clone(), timeline(&c.shots, &c.tiers, sc.window_ms));
             continue;
         }

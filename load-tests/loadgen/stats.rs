@@ -57,7 +57,8 @@ pub struct PhaseResult {
     /// p99 of actual minus scheduled send time: above 1 ms the generator, not the server, was measured.
     pub send_lag_p99_ms: Option<f64>,
     /// Share of the server cores' time the hypervisor gave to other guests while the phase, its raw or ideal
-    /// turns and the floors after it ran (`/proc/stat` steal); `None` where unknown or not timed (continuous).
+    /// turns and the floors after it ran (`/proc/stat` steal; a continuous run's phase: from its start to the
+    /// next one's, the last to the last answer); `None` where unknown.
     pub server_steal_share: Option<f64>,
     /// The same for the generator's cores: what often lies behind a send lag (informational; the lag decides).
     pub generator_steal_share: Option<f64>,

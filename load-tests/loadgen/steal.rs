@@ -48,6 +48,21 @@ impl CpuTicks {
     }
 }
 
+/// Reads the counters at each of `offsets` from now (ascending), on a thread of its own that sleeps between
+/// them: the phase boundaries of a continuous run, whose phases are not timed apart.
+pub fn sample_at(offsets: Vec<std::time::Duration>) -> std::thread::JoinHandle<Vec<CpuTicks>> {
+    let start = std::time::Instant::now();
+    std::thread::spawn(move || {
+        offsets
+            .into_iter()
+            .map(|at| {
+                std::thread::sleep((start + at).saturating_duration_since(std::time::Instant::now()));
+                CpuTicks::now()
+            })
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +80,16 @@ mod tests {
         assert_eq!(before.steal_share(&after, &[7]), None, "an unknown CPU gives no share");
         assert_eq!(CpuTicks::default().steal_share(&after, &[1]), None);
         assert_eq!(before.steal_share(&before, &[1]), None, "no time passed");
+    }
+
+    #[test]
+    fn boundaries_are_read_at_their_offsets() {
+        use std::time::{Duration, Instant};
+        let t = Instant::now();
+        let ticks = sample_at(vec![Duration::ZERO, Duration::from_millis(30)]).join().unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(30), "the last reading came early");
+        assert_eq!(ticks.len(), 2);
+        // On Linux /proc/stat lists every CPU, so both readings know this one.
+        assert!(ticks.iter().all(|t| !t.0.is_empty()), "{ticks:?}");
     }
 }
