@@ -24,6 +24,17 @@ pub enum Stroke {
     Dotted,
 }
 
+impl Stroke {
+    /// (dash, gap) in pixels of a broken line; `None` for a solid one.
+    fn dashes(self) -> Option<(i32, i32)> {
+        match self {
+            Stroke::Dashed => Some((8, 5)),
+            Stroke::Dotted => Some((2, 4)),
+            Stroke::Thin | Stroke::Thick => None,
+        }
+    }
+}
+
 impl Series {
     fn new(name: String, points: Vec<(f64, f64)>, color: usize, stroke: Stroke) -> Self {
         Self { name, points, color, stroke }
@@ -63,21 +74,16 @@ fn line_chart(path: &Path, title: &str, axes: (&str, &str), log_y: bool, series:
                 let c = colors[s.color % colors.len()];
                 let style = c.stroke_width(if s.stroke == Stroke::Thin { 1 } else { 2 });
                 let pts = s.points.iter().copied();
-                let (dash, gap) = match s.stroke {
-                    Stroke::Dashed => (8, 5),
-                    Stroke::Dotted => (2, 4),
-                    Stroke::Thin | Stroke::Thick => (0, 0),
+                let drawn = match s.stroke.dashes() {
+                    None => chart.draw_series(LineSeries::new(pts, style)),
+                    Some((dash, gap)) => chart.draw_series(DashedLineSeries::new(pts, dash, gap, style)),
                 };
-                let drawn = match dash {
-                    0 => chart.draw_series(LineSeries::new(pts, style)),
-                    _ => chart.draw_series(DashedLineSeries::new(pts, dash, gap, style)),
-                };
-                // A solid line is one 24 px dash.
-                let legend_dash = if dash == 0 { 24 } else { dash };
+                // The legend's 24 px sample: one dash of that length for a solid line.
+                let (dash, gap) = s.stroke.dashes().unwrap_or((24, 0));
                 drawn
                     .map_err(|e| e.to_string())?
                     .label(s.name.clone())
-                    .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 24, y)], legend_dash, gap, style));
+                    .legend(move |(x, y)| DashedPathElement::new(vec![(x, y), (x + 24, y)], dash, gap, style));
                 chart
                     .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled())))
                     .map_err(|e| e.to_string())?;

@@ -211,12 +211,18 @@ pub fn read(dir: &Path) -> Result<RunResults, String> {
 /// the run wrote it. Returns the files written.
 pub fn rewrite_views(r: &RunResults, dir: &Path) -> Result<Vec<String>, String> {
     let tmp = tempfile::Builder::new().prefix(".loadgen-").tempdir_in(dir).map_err(|e| e.to_string())?;
-    std::fs::write(tmp.path().join("summary.md"), markdown(r)).map_err(|e| e.to_string())?;
-    let mut files = crate::plots::write_all(r, tmp.path())?;
-    files.push("summary.md".into());
+    let files = write_views(r, tmp.path())?;
     for f in &files {
         std::fs::rename(tmp.path().join(f), dir.join(f)).map_err(|e| format!("{}: {e}", dir.join(f).display()))?;
     }
+    Ok(files)
+}
+
+/// Writes summary.md and the plots of `r` into `dir`; returns their file names.
+fn write_views(r: &RunResults, dir: &Path) -> Result<Vec<String>, String> {
+    std::fs::write(dir.join("summary.md"), markdown(r)).map_err(|e| e.to_string())?;
+    let mut files = crate::plots::write_all(r, dir)?;
+    files.push("summary.md".into());
     Ok(files)
 }
 
@@ -227,8 +233,7 @@ pub fn write(r: &RunResults, out: &Path) -> Result<(), String> {
     let tmp = tempfile::Builder::new().prefix(".loadgen-").tempdir_in(parent).map_err(|e| e.to_string())?;
     let json = serde_json::to_vec_pretty(r).map_err(|e| e.to_string())?;
     std::fs::write(tmp.path().join("results.json"), json).map_err(|e| e.to_string())?;
-    std::fs::write(tmp.path().join("summary.md"), markdown(r)).map_err(|e| e.to_string())?;
-    crate::plots::write_all(r, tmp.path())?;
+    write_views(r, tmp.path())?;
     if out.exists() {
         std::fs::remove_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     }
