@@ -42,7 +42,12 @@ fn smoke_scenario_has_no_errors_and_offline_auc() {
     let data_dir = require_data!();
     let out = tempfile::tempdir().unwrap();
     let results = out.path().join("smoke");
+    let before = std::time::SystemTime::now();
     let r = run_scenario("load-tests/scenarios/smoke.toml", &data_dir, &results);
+    // The run's start, not the moment its results were written (10 s of phase and the offline scoring later).
+    let started = humantime::parse_rfc3339(r["started_utc"].as_str().unwrap()).unwrap();
+    let off = started.duration_since(before).unwrap_or_default();
+    assert!(off < std::time::Duration::from_secs(3), "started_utc {} is {off:?} after the run began", r["started_utc"]);
     let phase = &r["phases"][0];
     let sent = phase["sent"].as_u64().unwrap();
     assert!(sent > 1500, "a 10 s phase at 200 rps sent only {sent}");

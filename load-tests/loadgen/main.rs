@@ -129,6 +129,7 @@ fn run(cli: Cli) -> Result<()> {
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64);
     }
+    let started = std::time::SystemTime::now();
     let mut sc = Scenario::load(&args.scenario).map_err(anyhow::Error::msg)?;
     // Before any thread starts, so the client runtime and the floor timing run there too.
     server::pin(&sc.generator_cpus)
@@ -185,7 +186,7 @@ fn run(cli: Cli) -> Result<()> {
         x.ideal_p99_ms = stats::ideal_p99_ms(&x.trace, &|rows| floors.best.service_us(policy, rows));
     }
     let mut results = RunResults {
-        started_utc: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        started_utc: humantime::format_rfc3339_seconds(started).to_string(),
         machine: machine(),
         target: bases.join(", "),
         model: args.model.clone(),
