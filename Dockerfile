@@ -75,14 +75,15 @@ CMD ["run"]
 
 # ---- training image: the full binary with libtorch (CPU) ----
 FROM rust:${RUST_VERSION}-slim-bookworm AS train
-# Debian bookworm's versions, pinned (scripts/setup needs Python with venv and pip, and unzip).
+# Debian bookworm's versions, pinned (scripts/setup --native-only needs Python with pip, and unzip;
+# curves.png needs a TTF font).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3-venv=3.11.2-1+b1 python3-pip=23.0.1+dfsg-1 unzip=6.0-28 \
+ && apt-get install -y --no-install-recommends python3-pip=23.0.1+dfsg-1 unzip=6.0-28 fonts-dejavu-core=2.37-6 \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN scripts/setup \
+RUN scripts/setup --native-only \
  && . "${XDG_CACHE_HOME:-$HOME/.cache}/ensemble-serve/env.sh" \
  && cargo build --release --locked --bin serve \
  && install -D -m 0755 "$CARGO_TARGET_DIR/release/serve" "${DOCKER_ROOT:-}/usr/local/bin/serve"

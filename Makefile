@@ -1,5 +1,5 @@
 # The two commands a new user needs: `make serve` and `make test`. Both run scripts/setup first (idempotent,
-# installs ONNX Runtime, libtorch and a Python venv into ~/.cache/ensemble-serve, never into the clone).
+# installs ONNX Runtime, libtorch and, for tests, the Python venvs into ~/.cache/ensemble-serve, never into the clone).
 SHELL := /bin/bash
 CACHE := $(or $(ENSEMBLE_SERVE_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/ensemble-serve)
 ENV := source $(CACHE)/env.sh
@@ -9,8 +9,9 @@ ENV := source $(CACHE)/env.sh
 setup:
 	@scripts/setup
 
-## Set up, then start the server on the shipped default model.
-serve: setup
+## Set up what the server needs (ONNX Runtime and libtorch only), then start it on the shipped default model.
+serve:
+	@scripts/setup --native-only
 	@$(ENV) && cargo run --release --bin serve -- run
 
 ## Set up, then run every test (real data from ../shared/data or $$CTR_DATA_DIR), then the Dockerfile check.

@@ -310,3 +310,39 @@ impl Scenario {
         self.budgets.iter().map(|b| BudgetShare { share: b.share / total, ms: b.ms }).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ensemble_serve::config::ServerConfig;
+    use ensemble_serve::features::DatasetSpec;
+
+    /// Every shipped scenario parses, resolves its rates, names a dataset spec whose fields include its
+    /// context fields, and configures a server `serve run` accepts (its `[server]` keys over
+    /// config/server.toml, as `loadgen run` writes them): a typo fails here, not 20 minutes into a run.
+    #[test]
+    fn every_shipped_scenario_is_runnable() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let base: toml::Table = toml::from_str(&std::fs::read_to_string(repo.join("config/server.toml")).unwrap())
+            .expect("config/server.toml");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(repo.join("load-tests/scenarios")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            s.rates(Some(100.0)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let spec = DatasetSpec::load(&repo.join(&s.dataset), Path::new(ensemble_serve::paths::DEFAULT_DATA_DIR))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let unknown = s.context_fields.iter().find(|f| !spec.fields.iter().any(|s| &s.name == *f));
+            assert!(unknown.is_none(), "{}: context field {unknown:?} not in {}", path.display(), s.dataset.display());
+            let mut table = base.clone();
+            table.extend(s.server.clone());
+            let config: Result<ServerConfig, _> = table.try_into();
+            config.unwrap_or_else(|e| panic!("{}: its [server] keys: {e}", path.display()));
+            checked += 1;
+        }
+        assert!(checked >= 20, "only {checked} scenarios found in load-tests/scenarios");
+    }
+}
