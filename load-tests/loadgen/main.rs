@@ -3,6 +3,7 @@
 mod busy_poll;
 mod driver;
 mod floors;
+mod isolate;
 mod plots;
 mod protocol;
 mod replay;
@@ -93,6 +94,10 @@ struct RunArgs {
     /// busy_poll.rs).
     #[arg(long)]
     client_sleeps: bool,
+    /// Move kernel threads and unbound workqueues off the scenario's `server_cpus` for the run, as a
+    /// latency-tuned host would, and put them back after (needs root; see isolate.rs).
+    #[arg(long)]
+    isolate_server_cores: bool,
     /// Hide progress bars.
     #[arg(long)]
     quiet: bool,
@@ -134,6 +139,7 @@ fn run(cli: Cli) -> Result<()> {
     // Before any thread starts, so the client runtime and the floor timing run there too.
     server::pin(&sc.generator_cpus)
         .with_context(|| format!("pinning the generator to CPUs {:?}", sc.generator_cpus))?;
+    let isolation = args.isolate_server_cores.then(|| isolate::Isolation::apply(&sc.server_cpus, &sc.generator_cpus));
     for p in &mut sc.phases {
         p.duration_s *= args.duration_scale;
     }
@@ -148,6 +154,7 @@ fn run(cli: Cli) -> Result<()> {
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()?;
     // A polling client on the server's cores would take their time from it.
     let polling = BusyPoll::start(&rt, !args.client_sleeps && sc.generator_apart());
+    isolate::restore_on_signal(&rt);
     let client = reqwest::Client::builder().pool_max_idle_per_host(usize::MAX).tcp_nodelay(true).build()?;
     let (mut phases, mut timelines, mut rss_kib, mut bases) = (Vec::new(), BTreeMap::new(), Vec::new(), Vec::new());
     for &target in &sc.targets {
@@ -188,6 +195,7 @@ fn run(cli: Cli) -> Result<()> {
     let mut results = RunResults {
         started_utc: humantime::format_rfc3339_seconds(started).to_string(),
         machine: machine(),
+        server_cores: isolation.as_ref().map_or_else(|| "shared with kernel threads".into(), |i| i.note.clone()),
         target: bases.join(", "),
         model: args.model.clone(),
         capacity_rps: args.capacity,

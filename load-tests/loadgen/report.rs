@@ -14,6 +14,9 @@ pub struct RunResults {
     pub scenario: Scenario,
     pub started_utc: String,
     pub machine: String,
+    /// Whether kernel threads were kept off the server's cores (isolate.rs); empty in runs before it.
+    #[serde(default)]
+    pub server_cores: String,
     pub target: String,
     pub model: String,
     pub capacity_rps: Option<f64>,
@@ -98,6 +101,9 @@ pub fn markdown(r: &RunResults) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# {}\n\n{}\n", r.scenario.name, r.scenario.description);
     let _ = writeln!(md, "- started {} on {}; target {}; model {}", r.started_utc, r.machine, r.target, r.model);
+    if !r.server_cores.is_empty() {
+        let _ = writeln!(md, "- server cores: {}", r.server_cores);
+    }
     let _ = writeln!(
         md,
         "- arrival {:?}, {} instance(s)/request, at most {} connections, budgets {:?}",

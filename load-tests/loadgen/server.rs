@@ -46,20 +46,38 @@ pub struct SpawnOptions<'a> {
 
 /// Restricts the calling thread (and what it spawns afterwards) to `cpus`; empty = no change.
 pub fn pin(cpus: &[usize]) -> std::io::Result<()> {
+    set_affinity(0, cpus)
+}
+
+/// Restricts thread `tid` (0: the calling one) to `cpus`; empty = no change. Allocation-free, so a child may
+/// call it between fork and exec.
+pub fn set_affinity(tid: libc::pid_t, cpus: &[usize]) -> std::io::Result<()> {
     if cpus.is_empty() {
         return Ok(());
     }
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it; pid 0 = this thread.
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         for &c in cpus {
             libc::CPU_SET(c, &mut set);
         }
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+        if libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
             return Err(std::io::Error::last_os_error());
         }
     }
     Ok(())
+}
+
+/// The CPUs thread `tid` may run on; `None` when it cannot be read (gone, or not ours to see).
+pub fn affinity(tid: libc::pid_t) -> Option<Vec<usize>> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set that sched_getaffinity fills; CPU_ISSET reads inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        Some((0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect())
+    }
 }
 
 impl Spawned {
