@@ -1,6 +1,6 @@
 //! `--isolate-server-cores`: keeps the server's cores for the server while a run lasts, as a latency-tuned
 //! host does (`isolcpus`, tuned's cpu-partitioning): kernel threads allowed on any CPU, and unbound
-//! workqueues, are moved off them and put back when the run ends (also on SIGINT/SIGTERM). On this VM the
+//! workqueues, are moved off them and put back when the run ends (also on SIGINT/SIGTERM, by main.rs's handler). On this VM the
 //! DAMON reclaim thread `kdamond.0` held the pinned server's core for up to 19.5 ms at a time (`perf record
 //! -e sched:sched_switch -C 1`), stretching single ONNX Runtime runs 3×. Per-CPU kernel threads
 //! (ksoftirqd/N, kworker/N:M) cannot move. Needs root; without it the run goes on with the cores shared and
@@ -76,20 +76,6 @@ pub fn restore() {
     if let Some(mask) = saved.workqueue_mask {
         let _ = std::fs::write(WORKQUEUE_CPUMASK, mask);
     }
-}
-
-/// Restores and exits on SIGINT or SIGTERM (an interrupted run must not leave the host changed).
-pub fn restore_on_signal(rt: &tokio::runtime::Runtime) {
-    rt.spawn(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-            return;
-        };
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        restore();
-        eprintln!("interrupted: kernel threads put back on every core");
-        std::process::exit(130);
-    });
 }
 
 /// (tid, name) of every kernel thread.

@@ -154,7 +154,7 @@ fn run(cli: Cli) -> Result<()> {
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()?;
     // A polling client on the server's cores would take their time from it.
     let polling = BusyPoll::start(&rt, !args.client_sleeps && sc.generator_apart());
-    isolate::restore_on_signal(&rt);
+    exit_on_signal(&rt);
     let client = reqwest::Client::builder().pool_max_idle_per_host(usize::MAX).tcp_nodelay(true).build()?;
     let (mut phases, mut timelines, mut rss_kib, mut bases) = (Vec::new(), BTreeMap::new(), Vec::new(), Vec::new());
     for &target in &sc.targets {
@@ -445,6 +445,22 @@ fn progress(quiet: bool, label: &str, segments: &[Segment]) -> indicatif::Progre
     );
     bar.set_message(format!("{label} @ {:.0} rps", segments[0].rate));
     bar
+}
+
+/// On SIGINT or SIGTERM: puts the kernel threads back (`--isolate-server-cores`), stops the servers and
+/// peers this run started (their `Drop` will not run) and exits 130.
+fn exit_on_signal(rt: &tokio::runtime::Runtime) {
+    rt.spawn(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        isolate::restore();
+        server::terminate_all();
+        eprintln!("interrupted: servers stopped, kernel threads back where they were");
+        std::process::exit(130);
+    });
 }
 
 fn machine() -> String {

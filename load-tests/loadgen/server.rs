@@ -103,6 +103,7 @@ impl Spawned {
         let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", o.serve_bin.display()))?;
         let base = format!("http://127.0.0.1:{port}");
         let mut s = Self { child, base, _config: Some(config), log: o.log, grpc, group: false };
+        s.register();
         s.wait_ready(&["/readyz"], Duration::from_secs(60))?;
         Ok(s)
     }
@@ -137,6 +138,7 @@ impl Spawned {
         let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", o.python.display()))?;
         let base = format!("http://127.0.0.1:{port}");
         let mut s = Self { child, base, _config: None, log: o.log, grpc: None, group: true };
+        s.register();
         s.wait_ready(ready, Duration::from_secs(120))?;
         Ok(s)
     }
@@ -167,8 +169,24 @@ impl Spawned {
         self.child.wait().map_err(|e| e.to_string())
     }
 
+    /// What a signal goes to: the server, or a peer's whole process group.
+    fn kill_target(&self) -> libc::pid_t {
+        let pid = self.child.id() as libc::pid_t;
+        if self.group {
+            -pid
+        } else {
+            pid
+        }
+    }
+
+    fn register(&self) {
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(self.kill_target());
+    }
+
     /// SIGTERM to the server (a peer's whole process group, SIGKILL after 30 s: Triton's stubs may linger).
     fn terminate(&mut self) {
+        let target = self.kill_target();
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|&t| t != target);
         let pid = self.child.id() as libc::pid_t;
         if !self.group {
             // SAFETY: kill(2) on a child we spawned; no memory is touched.
@@ -183,6 +201,18 @@ impl Spawned {
         }
         // SAFETY: as above; whatever of the group is left is killed.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
+}
+
+/// Servers and peer groups started and not yet stopped, for [`terminate_all`].
+static RUNNING: Mutex<Vec<libc::pid_t>> = Mutex::new(Vec::new());
+
+/// SIGTERM to every server and peer group still running: the generator is exiting on a signal and their
+/// `Drop` will not run.
+pub fn terminate_all() {
+    for target in RUNNING.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        // SAFETY: kill(2) on a child (or the process group a child leads) that we spawned; no memory is touched.
+        unsafe { libc::kill(target, libc::SIGTERM) };
     }
 }
 
