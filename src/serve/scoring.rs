@@ -285,3 +285,35 @@ fn header_number(
         false => Err(err(format!("{name} '{text}' is not a decimal number of milliseconds (like 25 or 2.5)"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every string up to four characters over digits, point, signs, exponent, space and a non-ASCII digit,
+    /// and the 15/16-digit edges: `header_number` accepts exactly what [`MS_HEADER_PATTERN`] (the OpenAPI
+    /// document's grammar) matches, so the two cannot drift apart.
+    #[test]
+    fn header_numbers_follow_the_documented_pattern() {
+        let pattern = regex::Regex::new(MS_HEADER_PATTERN).unwrap();
+        let alphabet = ['0', '9', '.', '-', '+', 'e', ' ', '٣'];
+        let mut corpus = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = corpus.iter().flat_map(|s| alphabet.map(|c| format!("{s}{c}"))).collect();
+            corpus.extend(longer);
+        }
+        let (d15, d16) = ("1".repeat(15), "1".repeat(16));
+        corpus.extend([d15.clone(), d16.clone(), format!("{d15}.{d15}"), format!("{d15}.{d16}"), format!("{d16}.1")]);
+        corpus.extend(["2.5\n", "25 ", "0x10", "inf", "NaN", "1e3", "25.000"].map(String::from));
+        corpus.sort();
+        corpus.dedup();
+        for text in &corpus {
+            let parsed = header_number(Some(text), "X-Test", ScoringError::InvalidTimeout);
+            assert_eq!(parsed.is_ok(), pattern.is_match(text), "{text:?}: parser {parsed:?}");
+            if let Ok(Some(ms)) = parsed {
+                assert!(ms.is_finite() && ms >= 0.0, "{text:?} parsed to {ms}");
+            }
+        }
+        assert!(corpus.len() > 4000);
+    }
+}
