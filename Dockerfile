@@ -75,10 +75,10 @@ CMD ["run"]
 
 # ---- training image: the full binary with libtorch (CPU) ----
 FROM rust:${RUST_VERSION}-slim-bookworm AS train
-# Debian bookworm's versions, pinned (scripts/setup --native-only needs Python with pip, and unzip;
-# curves.png needs a TTF font).
+# Debian bookworm's versions, pinned: torch-sys compiles C++; scripts/setup --native-only needs Python with
+# pip, and unzip; curves.png needs a TTF font.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3-pip=23.0.1+dfsg-1 unzip=6.0-28 fonts-dejavu-core=2.37-6 \
+ && apt-get install -y --no-install-recommends g++=4:12.2.0-3 python3-pip=23.0.1+dfsg-1 unzip=6.0-28 fonts-dejavu-core=2.37-6 \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
