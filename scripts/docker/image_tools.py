@@ -7,6 +7,7 @@ apt-get, all their installed dependencies, and the base image's own tool directo
 Approximate by design: the host's versions stand in for the image's, and a package the host lacks is
 reported, not guessed.
 """
+import functools
 import os
 import re
 import shutil
@@ -24,30 +25,26 @@ BIN_DIRS = ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin")
 DPKG_INFO = "/var/lib/dpkg/info"
 
 
-def _dpkg(fmt, *packages):
-    # Exit 1 for a package that is not installed: its empty answer says so.
-    out = subprocess.run(["dpkg-query", "-W", "-f", fmt, *packages], check=False, capture_output=True, text=True)
-    return out.stdout
-
-
-def _installed(pkg):
-    return "install ok installed" in _dpkg("${Status}", pkg)
-
-
-def _dependencies(pkg):
-    """Installed packages `pkg` depends on (every installed alternative of an `a | b`)."""
-    text = _dpkg("${Depends}, ${Pre-Depends}", pkg)
-    names = {re.split(r"[\s(:]", alt.strip())[0] for alt in re.split(r"[,|]", text) if alt.strip()}
-    return {n for n in names if n and _installed(n)}
+@functools.cache
+def _installed():
+    """{package: (priority, installed packages it depends on)} from one dpkg-query over the whole database
+    (every installed alternative of an `a | b` counts)."""
+    fmt = "${db:Status-Abbrev}\t${Package}\t${Priority}\t${Depends}, ${Pre-Depends}\n"
+    out = subprocess.run(["dpkg-query", "-W", "-f", fmt], check=True, capture_output=True, text=True).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    rows = [(pkg, prio, deps) for status, pkg, prio, deps in rows if status.startswith("ii")]
+    names = {pkg for pkg, _, _ in rows}
+    split = lambda deps: {re.split(r"[\s(:]", a.strip())[0] for a in re.split(r"[,|]", deps) if a.strip()}
+    return {pkg: (prio, split(deps) & names) for pkg, prio, deps in rows}
 
 
 def _closure(packages):
-    seen, todo = set(), list(packages)
+    db, seen, todo = _installed(), set(), list(packages)
     while todo:
         pkg = todo.pop()
         if pkg not in seen:
             seen.add(pkg)
-            todo.extend(_dependencies(pkg) - seen)
+            todo.extend(db[pkg][1] - seen)
     return seen
 
 
@@ -74,9 +71,9 @@ def tool_dir(base_image, run_texts, dest):
     if extra is None:
         sys.exit(f"check-dockerfile: FAILED: no tool list for base image {base_image} (add it to BASE_IMAGES)")
     packages, tool_cmd = extra
-    required = {line.split()[0] for line in _dpkg("${Package} ${Priority}\n").splitlines() if line.endswith(" required")}
-    wanted = required | packages | apt_packages(run_texts)
-    missing = sorted(p for p in wanted if not _installed(p))
+    db = _installed()
+    wanted = {pkg for pkg, (prio, _) in db.items() if prio == "required"} | packages | apt_packages(run_texts)
+    missing = sorted(wanted - db.keys())
     allowed = {os.path.realpath(f) for pkg in _closure(wanted - set(missing)) for f in _files(pkg)
                if os.path.dirname(f) in BIN_DIRS}
     os.makedirs(dest, exist_ok=True)
