@@ -79,6 +79,9 @@ pub struct RunArgs {
     /// Keep idle cores out of halt with SCHED_IDLE spinners (sets `idle_spin`; low-latency mode).
     #[arg(long, env = "SERVE_IDLE_SPIN")]
     pub idle_spin: Option<bool>,
+    /// Idle cores poll instead of halting while the server runs (sets `idle_poll`; root; low-latency mode).
+    #[arg(long, env = "SERVE_IDLE_POLL")]
+    pub idle_poll: Option<bool>,
     /// Multiple of a batch's run time a busy graph waits before its next batch (overrides `batch_cooldown`).
     #[arg(long, env = "SERVE_BATCH_COOLDOWN")]
     pub batch_cooldown: Option<f64>,

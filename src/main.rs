@@ -81,6 +81,9 @@ fn run_server(args: cli::RunArgs) -> Result<()> {
     if let Some(on) = args.idle_spin {
         cfg.idle_spin = on;
     }
+    if let Some(on) = args.idle_poll {
+        cfg.idle_poll = on;
+    }
     // Refuse bad batching/routing keys before loading ONNX Runtime or any model.
     ensemble_serve::serve::batch_limits(&cfg)?;
     let library = runtime::resolve_library(args.ort_lib.as_deref().or(cfg.ort_library.as_deref()));

@@ -60,6 +60,9 @@ pub struct ServerConfig {
     /// server (and answering) costs no vCPU wake-up, and keep idle graphs warm with one-row runs; the cores
     /// then read 100% busy to CPU accounting.
     pub idle_spin: bool,
+    /// Idle cores poll instead of halting while the server runs (a 0 µs PM QoS request held on
+    /// `/dev/cpu_dma_latency`; root, every core of the host); CPU accounting still reads them idle.
+    pub idle_poll: bool,
     /// Bearer token for `POST /admin/reload`; empty disables the admin endpoints.
     pub admin_token: String,
 }
@@ -89,6 +92,7 @@ impl Default for ServerConfig {
             missing_as_oov: false,
             shed_on_overload: false,
             idle_spin: false,
+            idle_poll: false,
             admin_token: String::new(),
         }
     }

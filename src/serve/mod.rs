@@ -9,6 +9,7 @@ pub mod decode;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod idle_poll;
 pub mod idle_spin;
 pub mod metrics;
 pub mod probe;
@@ -36,6 +37,8 @@ pub enum ServeError {
     // `error`, not `source`: the message holds it, and `{e:#}` would print a source twice.
     #[error("cannot listen on {addr}: {error}")]
     Bind { addr: String, error: std::io::Error },
+    #[error(transparent)]
+    IdlePoll(#[from] idle_poll::IdlePollError),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -115,6 +118,12 @@ const WARM_SPAN: Duration = Duration::from_secs(2);
 
 /// Serves until SIGINT/SIGTERM, then stops accepting, lets in-flight requests finish and returns.
 pub async fn serve(env: &'static ort::environment::Environment, cfg: ServerConfig) -> Result<(), ServeError> {
+    // Held first: a mode asked for that the host refuses stops the server before any model loads.
+    let poll_request =
+        cfg.idle_poll.then(|| idle_poll::hold(std::path::Path::new(idle_poll::CPU_LATENCY_DEVICE))).transpose()?;
+    if poll_request.is_some() {
+        tracing::info!(device = idle_poll::CPU_LATENCY_DEVICE, "idle_poll: idle cores poll instead of halting");
+    }
     let state = build_state(env, &cfg)?;
     let _spinners = cfg.idle_spin.then(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
