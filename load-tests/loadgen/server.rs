@@ -187,20 +187,17 @@ impl Spawned {
     fn terminate(&mut self) {
         let target = self.kill_target();
         RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|&t| t != target);
-        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on a child we spawned, or the process group it leads; no memory is touched.
+        unsafe { libc::kill(target, libc::SIGTERM) };
         if !self.group {
-            // SAFETY: kill(2) on a child we spawned; no memory is touched.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
             return;
         }
-        // SAFETY: kill(2) on the process group our child leads; no memory is touched.
-        unsafe { libc::kill(-pid, libc::SIGTERM) };
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) && matches!(self.child.try_wait(), Ok(None)) {
             std::thread::sleep(Duration::from_millis(100));
         }
         // SAFETY: as above; whatever of the group is left is killed.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        unsafe { libc::kill(target, libc::SIGKILL) };
     }
 }
 

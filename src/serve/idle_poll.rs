@@ -6,7 +6,7 @@
 //! kernel drops the request when the file closes — on exit, a crash or SIGKILL alike — so the host never
 //! keeps the setting after the server is gone. It applies to every core of the host (root only).
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 /// The kernel's system-wide CPU latency QoS device.
@@ -38,16 +38,17 @@ pub fn hold(device: &Path) -> Result<IdlePoll, IdlePollError> {
     Ok(IdlePoll { _request: request })
 }
 
-/// The system's current CPU wake-up latency target in µs (the smallest any holder asked for).
-pub fn current_target(device: &Path) -> std::io::Result<i32> {
-    let mut value = [0u8; 4];
-    File::open(device)?.read_exact(&mut value)?;
-    Ok(i32::from_ne_bytes(value))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+
+    /// The system's current CPU wake-up latency target in µs (the smallest any holder asked for).
+    fn current_target(device: &Path) -> std::io::Result<i32> {
+        let mut value = [0u8; 4];
+        File::open(device)?.read_exact(&mut value)?;
+        Ok(i32::from_ne_bytes(value))
+    }
 
     /// As root on a host with the device: the target is 0 while held and back to what it was once dropped.
     /// Elsewhere: a clear error naming the device, not a panic.
