@@ -304,6 +304,11 @@ impl<'de> Visitor<'de> for RowSeed<'_, '_> {
             (position, next) = (position + 1, i + 1);
             let f = &enc.fields[i];
             let out = self.builder.slots(self.row, i);
+            // A key given twice is refused, not resolved: which value a client meant is unknowable.
+            if out[0] != UNSET {
+                let (at, reason) = (self.at.to_string(), format!("field '{}' is given twice", f.spec.name));
+                return Err(self.builder.fail(ScoringError::InvalidInstance { at, reason }));
+            }
             if let Err(reason) = map.next_value_seed(ValueSeed { field: f, out })? {
                 let at = self.at.to_string();
                 let reason = format!("field '{}': {reason}", f.spec.name);
@@ -436,6 +441,22 @@ mod tests {
         let body = b"{\"instances\": [{\"user\": \"u\xff\"}]}";
         let err = decode_v1(body, &encoder(), DecodeLimits { max_rows: 8, missing_as_oov: true }).unwrap_err();
         assert!(matches!(&err, ScoringError::InvalidJson(m) if m.contains("byte 26")), "{err:?}");
+    }
+
+    #[test]
+    fn a_field_given_twice_in_a_row_is_refused_naming_it() {
+        for body in [
+            r#"{"instances": [{"user": "u1", "tags": "a", "item": "i1"}, {"user": "u1", "item": "i2", "user": "u2"}]}"#,
+            r#"{"context": {"user": "u1", "tags": "a", "tags": "b"}, "candidates": [{"item": "i1"}]}"#,
+        ] {
+            let err = decode(body, true).unwrap_err();
+            assert!(matches!(&err, ScoringError::InvalidInstance { .. }), "{err:?}");
+            let (msg, at) = (err.to_string(), if body.contains("context") { "context" } else { "instances[1]" });
+            assert!(msg.contains(at) && msg.contains("is given twice"), "{msg}");
+        }
+        let body = r#"{"tier": null, "instances": [{"user": "u1", "tags": "a", "item": "i1"}], "tier": "auto"}"#;
+        let err = decode(body, true).unwrap_err();
+        assert!(matches!(&err, ScoringError::InvalidRequest(m) if m.contains("duplicate field `tier`")), "{err:?}");
     }
 
     #[test]

@@ -46,6 +46,19 @@ struct Seen {
     context: bool,
 }
 
+/// An option's value (`Some(None)`: given as null); one given twice is refused.
+fn once<'de, T: serde::Deserialize<'de>, A: MapAccess<'de>>(
+    slot: &mut Option<Option<T>>,
+    name: &'static str,
+    map: &mut A,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(serde::de::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
 struct BodySeed<'b, 'e> {
     builder: &'b mut RowsBuilder<'e>,
     limits: DecodeLimits,
@@ -64,7 +77,8 @@ impl<'de> Visitor<'de> for BodySeed<'_, '_> {
         f.write_str("a scoring request object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let (mut options, mut seen) = (BodyOptions::default(), Seen::default());
+        let mut seen = Seen::default();
+        let (mut budget, mut tier, mut timeout) = (None, None, None);
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {
                 "instances" | "candidates" if seen.instances || seen.candidates => {
@@ -84,12 +98,14 @@ impl<'de> Visitor<'de> for BodySeed<'_, '_> {
                     seen.context = true;
                     map.next_value_seed(self.builder.context_seed())?;
                 }
-                "latency_budget_ms" => options.latency_budget_ms = map.next_value()?,
-                "tier" => options.tier = map.next_value()?,
-                "timeout_ms" => options.timeout_ms = map.next_value()?,
+                "latency_budget_ms" => once(&mut budget, "latency_budget_ms", &mut map)?,
+                "tier" => once(&mut tier, "tier", &mut map)?,
+                "timeout_ms" => once(&mut timeout, "timeout_ms", &mut map)?,
                 other => return Err(serde::de::Error::unknown_field(other, KEYS)),
             }
         }
+        let options =
+            BodyOptions { latency_budget_ms: budget.flatten(), tier: tier.flatten(), timeout_ms: timeout.flatten() };
         Ok((options, seen))
     }
 }
