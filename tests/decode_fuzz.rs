@@ -368,3 +368,25 @@ fn v2_decoding_never_panics_and_refuses_with_a_client_error() {
     eprintln!("v2: {accepted} accepted, {refused} refused");
     assert!(accepted > CASES / 4 && refused > CASES / 4, "{accepted} / {refused}: a weak corpus");
 }
+
+/// KServe v2 JSON refuses a repeated key too: in `parameters`, in an input object, or an input named twice.
+#[test]
+fn v2_refuses_a_key_given_twice() {
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = ensemble_serve::artifact::latest_version(&repo.join("models"), "default").unwrap();
+    let enc = Artifact::load(&dir).unwrap().encoder;
+    let input = |name: &str| format!(r#"{{"name": "{name}", "shape": [1], "datatype": "BYTES", "data": ["1"]}}"#);
+    let inputs: Vec<String> = enc.fields.iter().map(|f| input(&f.spec.name)).collect();
+    let body = |inputs: &[String], parameters: &str| format!(r#"{{"inputs": [{}]{parameters}}}"#, inputs.join(", "));
+    let decode = |b: String| decode_v2(b.as_bytes(), None, &enc, LIMITS).map(|(e, o, _)| (e.rows, o.tier));
+    assert_eq!(decode(body(&inputs, r#", "parameters": {"tier": "student"}"#)).unwrap(), (1, Some("student".into())));
+    let twice = decode(body(&inputs, r#", "parameters": {"tier": "student", "tier": "ensemble"}"#)).unwrap_err();
+    assert!(twice.to_string().contains("parameter 'tier' is given twice") && twice.status() == 422, "{twice:?}");
+    let mut repeated = inputs.clone();
+    repeated[0] = repeated[0].replacen(r#""shape": [1]"#, r#""shape": [1], "shape": [2]"#, 1);
+    let err = decode(body(&repeated, "")).unwrap_err();
+    assert!(err.to_string().contains("duplicate field `shape`"), "{err:?}");
+    repeated[0] = input(&enc.fields[1].spec.name);
+    let err = decode(body(&repeated, "")).unwrap_err();
+    assert!(err.to_string().contains("is given twice"), "{err:?}");
+}

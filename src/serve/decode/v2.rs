@@ -25,7 +25,7 @@ pub struct Request<'a> {
     #[serde(borrow)]
     #[schema(min_items = 1)]
     inputs: Vec<Input<'a>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_keys")]
     #[schema(value_type = InferParameters)]
     parameters: Map<String, Value>,
     #[serde(default)]
@@ -158,6 +158,29 @@ fn tensor_data<'a>(input: &Input<'a>, binary: &mut &'a [u8]) -> Result<TensorDat
         (Some(_), Some(_)) => bad("both data and binary_data_size".into()),
         (None, None) => bad("no data (give data, or binary_data_size with Inference-Header-Content-Length)".into()),
     }
+}
+
+/// A JSON object with no key given twice: serde_json's `Map` would keep the last silently, and which value a
+/// client meant is unknowable (the derived structs refuse their own repeated keys).
+fn unique_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
+    struct Unique;
+    impl<'de> serde::de::Visitor<'de> for Unique {
+        type Value = Map<String, Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of parameters")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Map::new();
+            while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                if out.contains_key(&key) {
+                    return Err(serde::de::Error::custom(format!("parameter '{key}' is given twice")));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Unique)
 }
 
 /// `binary_data_output`: a boolean when given.
