@@ -245,6 +245,19 @@ fn plain(body: &[u8], enc: &Encoder, limits: DecodeLimits) -> Result<Encoded, St
     Ok(Encoded { ids, rows: rows.len() })
 }
 
+/// The first 2,000 frappe_ctr test rows.
+fn test_rows(data: &std::path::Path) -> Vec<Row> {
+    let spec = common::spec("frappe_ctr", data);
+    read_instances(&spec, ensemble_serve::data::Split::Test, Some(2_000)).unwrap().objects
+}
+
+/// The shipped default model's encoder.
+fn shipped_encoder() -> Encoder {
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = ensemble_serve::artifact::latest_version(&repo.join("models"), "default").unwrap();
+    Artifact::load(&dir).unwrap().encoder
+}
+
 /// A refusal must be a client error with a message.
 fn assert_refusal(e: &ScoringError, body: &[u8]) {
     let shown = String::from_utf8_lossy(body);
@@ -254,11 +267,7 @@ fn assert_refusal(e: &ScoringError, body: &[u8]) {
 #[test]
 fn v1_decoding_never_panics_and_accepts_only_what_the_plain_reading_accepts_alike() {
     let data = require_data!();
-    let spec = common::spec("frappe_ctr", &data);
-    let rows = read_instances(&spec, ensemble_serve::data::Split::Test, Some(2_000)).unwrap().objects;
-    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = ensemble_serve::artifact::latest_version(&repo.join("models"), "default").unwrap();
-    let enc = Artifact::load(&dir).unwrap().encoder;
+    let (rows, enc) = (test_rows(&data), shipped_encoder());
     let pool = value_pool(&rows);
     let mut keys: Vec<String> = rows[0].keys().cloned().collect();
     keys.extend(["instances", "context", "candidates", "tier", "timeout_ms", "nope"].map(String::from));
@@ -332,11 +341,7 @@ fn v2_body(rows: &[Row], rng: &mut SmallRng) -> Value {
 #[test]
 fn v2_decoding_never_panics_and_refuses_with_a_client_error() {
     let data = require_data!();
-    let spec = common::spec("frappe_ctr", &data);
-    let rows = read_instances(&spec, ensemble_serve::data::Split::Test, Some(2_000)).unwrap().objects;
-    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = ensemble_serve::artifact::latest_version(&repo.join("models"), "default").unwrap();
-    let enc = Artifact::load(&dir).unwrap().encoder;
+    let (rows, enc) = (test_rows(&data), shipped_encoder());
     let pool = value_pool(&rows);
     let mut keys: Vec<String> = rows[0].keys().cloned().collect();
     keys.extend(["inputs", "outputs", "name", "shape", "datatype", "data", "parameters", "id"].map(String::from));
@@ -372,9 +377,7 @@ fn v2_decoding_never_panics_and_refuses_with_a_client_error() {
 /// KServe v2 JSON refuses a repeated key too: in `parameters`, in an input object, or an input named twice.
 #[test]
 fn v2_refuses_a_key_given_twice() {
-    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = ensemble_serve::artifact::latest_version(&repo.join("models"), "default").unwrap();
-    let enc = Artifact::load(&dir).unwrap().encoder;
+    let enc = shipped_encoder();
     let input = |name: &str| format!(r#"{{"name": "{name}", "shape": [1], "datatype": "BYTES", "data": ["1"]}}"#);
     let inputs: Vec<String> = enc.fields.iter().map(|f| input(&f.spec.name)).collect();
     let body = |inputs: &[String], parameters: &str| format!(r#"{{"inputs": [{}]{parameters}}}"#, inputs.join(", "));
