@@ -356,22 +356,30 @@ fn v2_decoding_never_panics_and_refuses_with_a_client_error() {
         if case % 3 == 2 {
             damage(&mut bytes, &mut rng);
         }
-        let outcome = catch_unwind(AssertUnwindSafe(|| decode_v2(&bytes, None, &enc, LIMITS)))
-            .unwrap_or_else(|_| panic!("case {case} panicked on {}", String::from_utf8_lossy(&bytes)));
-        match outcome {
-            Ok((encoded, _, _)) => {
-                assert!((1..=LIMITS.max_rows).contains(&encoded.rows), "case {case}: {} rows", encoded.rows);
-                assert_eq!(encoded.ids.len(), encoded.rows * enc.width(), "case {case}");
-                accepted += 1;
-            }
-            Err(e) => {
-                assert_refusal(&e, &bytes);
-                refused += 1;
-            }
+        match decode_v2_checked(&bytes, None, &enc, case) {
+            true => accepted += 1,
+            false => refused += 1,
         }
     }
     eprintln!("v2: {accepted} accepted, {refused} refused");
     assert!(accepted > CASES / 4 && refused > CASES / 4, "{accepted} / {refused}: a weak corpus");
+}
+
+/// Decodes a v2 body, which must not panic: accepted (true) with whole rows, or refused (false) with a 4xx.
+fn decode_v2_checked(body: &[u8], header_len: Option<usize>, enc: &Encoder, case: usize) -> bool {
+    let outcome = catch_unwind(AssertUnwindSafe(|| decode_v2(body, header_len, enc, LIMITS)))
+        .unwrap_or_else(|_| panic!("case {case} panicked on {}", String::from_utf8_lossy(body)));
+    match outcome {
+        Ok((encoded, _, _)) => {
+            assert!((1..=LIMITS.max_rows).contains(&encoded.rows), "case {case}: {} rows", encoded.rows);
+            assert_eq!(encoded.ids.len(), encoded.rows * enc.width(), "case {case}");
+            true
+        }
+        Err(e) => {
+            assert_refusal(&e, body);
+            false
+        }
+    }
 }
 
 /// KServe v2 JSON refuses a repeated key too: in `parameters`, in an input object, or an input named twice.
@@ -392,4 +400,53 @@ fn v2_refuses_a_key_given_twice() {
     repeated[0] = input(&enc.fields[1].spec.name);
     let err = decode(body(&repeated, "")).unwrap_err();
     assert!(err.to_string().contains("is given twice"), "{err:?}");
+}
+
+/// A KServe v2 body with binary tensor data: the JSON header (`binary_data_size` per input) and each input's
+/// length-prefixed BYTES elements after it.
+fn v2_binary_body(rows: &[Row], rng: &mut SmallRng) -> (Value, Vec<u8>) {
+    let mut header = v2_body(rows, rng);
+    let mut blob = Vec::new();
+    for input in header["inputs"].as_array_mut().expect("inputs") {
+        let data = input.as_object_mut().expect("an input").remove("data").expect("data");
+        let start = blob.len();
+        for v in data.as_array().expect("values") {
+            let text = v.as_str().expect("BYTES values");
+            blob.extend((text.len() as u32).to_le_bytes());
+            blob.extend(text.as_bytes());
+        }
+        input["parameters"] = json!({"binary_data_size": blob.len() - start});
+    }
+    (header, blob)
+}
+
+#[test]
+fn v2_binary_decoding_never_panics_and_refuses_with_a_client_error() {
+    let data = require_data!();
+    let (rows, enc) = (test_rows(&data), shipped_encoder());
+    let pool = value_pool(&rows);
+    let keys: Vec<String> = ["binary_data_size", "parameters", "shape", "datatype", "name"].map(String::from).into();
+    let mut rng = SmallRng::seed_from_u64(20261206);
+    let (mut accepted, mut refused) = (0, 0);
+    for case in 0..CASES {
+        let (mut header, mut blob) = v2_binary_body(&rows, &mut rng);
+        match case % 4 {
+            0 => {}
+            1 => mutate(&mut header, &pool, &keys, &mut rng),
+            2 => damage(&mut blob, &mut rng),
+            _ => {}
+        }
+        let mut body = serde_json::to_vec(&header).unwrap();
+        let mut header_len = body.len();
+        if case % 4 == 3 {
+            header_len = header_len.saturating_add_signed(rng.gen_range(-3..=3));
+        }
+        body.extend(&blob);
+        match decode_v2_checked(&body, Some(header_len), &enc, case) {
+            true => accepted += 1,
+            false => refused += 1,
+        }
+    }
+    eprintln!("v2 binary: {accepted} accepted, {refused} refused");
+    assert!(accepted > CASES / 4 && refused > CASES / 4, "{accepted} / {refused}: a weak corpus");
 }
