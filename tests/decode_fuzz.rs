@@ -245,10 +245,17 @@ fn plain(body: &[u8], enc: &Encoder, limits: DecodeLimits) -> Result<Encoded, St
     Ok(Encoded { ids, rows: rows.len() })
 }
 
-/// The first 2,000 frappe_ctr test rows.
-fn test_rows(data: &std::path::Path) -> Vec<Row> {
+/// What every fuzz test draws from: the first 2,000 frappe_ctr test rows, the shipped encoder, the value pool.
+fn corpus(data: &std::path::Path) -> (Vec<Row>, Encoder, Vec<Value>) {
     let spec = common::spec("frappe_ctr", data);
-    read_instances(&spec, ensemble_serve::data::Split::Test, Some(2_000)).unwrap().objects
+    let rows = read_instances(&spec, ensemble_serve::data::Split::Test, Some(2_000)).unwrap().objects;
+    let pool = value_pool(&rows);
+    (rows, shipped_encoder(), pool)
+}
+
+/// Keys a mutation may add or rename to: the rows' fields and `protocol`'s own.
+fn field_and_protocol_keys(rows: &[Row], protocol: &[&str]) -> Vec<String> {
+    rows[0].keys().cloned().chain(protocol.iter().map(|k| k.to_string())).collect()
 }
 
 /// The shipped default model's encoder.
@@ -267,10 +274,8 @@ fn assert_refusal(e: &ScoringError, body: &[u8]) {
 #[test]
 fn v1_decoding_never_panics_and_accepts_only_what_the_plain_reading_accepts_alike() {
     let data = require_data!();
-    let (rows, enc) = (test_rows(&data), shipped_encoder());
-    let pool = value_pool(&rows);
-    let mut keys: Vec<String> = rows[0].keys().cloned().collect();
-    keys.extend(["instances", "context", "candidates", "tier", "timeout_ms", "nope"].map(String::from));
+    let (rows, enc, pool) = corpus(&data);
+    let keys = field_and_protocol_keys(&rows, &["instances", "context", "candidates", "tier", "timeout_ms", "nope"]);
     let mut rng = SmallRng::seed_from_u64(20261204);
     let (mut accepted, mut refused_alike, mut stricter) = (0, 0, Vec::new());
     for case in 0..CASES {
@@ -341,10 +346,9 @@ fn v2_body(rows: &[Row], rng: &mut SmallRng) -> Value {
 #[test]
 fn v2_decoding_never_panics_and_refuses_with_a_client_error() {
     let data = require_data!();
-    let (rows, enc) = (test_rows(&data), shipped_encoder());
-    let pool = value_pool(&rows);
-    let mut keys: Vec<String> = rows[0].keys().cloned().collect();
-    keys.extend(["inputs", "outputs", "name", "shape", "datatype", "data", "parameters", "id"].map(String::from));
+    let (rows, enc, pool) = corpus(&data);
+    let protocol = ["inputs", "outputs", "name", "shape", "datatype", "data", "parameters", "id"];
+    let keys = field_and_protocol_keys(&rows, &protocol);
     let mut rng = SmallRng::seed_from_u64(20261205);
     let (mut accepted, mut refused) = (0, 0);
     for case in 0..CASES {
@@ -423,8 +427,7 @@ fn v2_binary_body(rows: &[Row], rng: &mut SmallRng) -> (Value, Vec<u8>) {
 #[test]
 fn v2_binary_decoding_never_panics_and_refuses_with_a_client_error() {
     let data = require_data!();
-    let (rows, enc) = (test_rows(&data), shipped_encoder());
-    let pool = value_pool(&rows);
+    let (rows, enc, pool) = corpus(&data);
     let keys: Vec<String> = ["binary_data_size", "parameters", "shape", "datatype", "name"].map(String::from).into();
     let mut rng = SmallRng::seed_from_u64(20261206);
     let (mut accepted, mut refused) = (0, 0);
