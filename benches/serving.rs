@@ -129,7 +129,13 @@ impl Pipeline {
 
     /// One request through the whole pipeline, answer JSON included; returns the answer's length.
     fn score(&self, body: &Bytes) -> usize {
-        let call = Call { model: "default", arrival: Instant::now(), budget_header: None, timeout_header: None };
+        let call = Call {
+            model: "default",
+            arrival: Instant::now(),
+            budget_header: None,
+            timeout_header: None,
+            grpc_timeout: None,
+        };
         let answer = self.rt.block_on(score_body(&self.state, call, body.clone())).expect("scored");
         serde_json::to_vec(&answer).expect("answer JSON").len()
     }

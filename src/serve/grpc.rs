@@ -27,25 +27,40 @@ use proto::model_metadata_response::TensorMetadata;
 use proto::*;
 
 /// Serves the gRPC front end on `listener` until `shutdown` resolves; in-flight calls finish first.
+///
+/// hyper (through `axum::serve`) carries it rather than tonic's transport, whose own timer for the client's
+/// `grpc-timeout` would race the pipeline's deadline and answer CANCELLED, uncounted, where the pipeline
+/// answers DEADLINE_EXCEEDED and counts it.
 pub async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     max_message_bytes: usize,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
     let service = GrpcInferenceServiceServer::new(Grpc { state }).max_decoding_message_size(max_message_bytes);
-    use tokio_stream::StreamExt as _;
+    let service = tonic::service::interceptor::InterceptedService::new(service, stamp_arrival);
+    let app = tonic::service::Routes::new(service).prepare().into_axum_router();
     // Small answers must not wait out Nagle's algorithm against the client's delayed ACKs (~40 ms).
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
-        conn.inspect(|c| {
-            let _ = c.set_nodelay(true);
-        })
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
     });
-    tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 struct Grpc {
     state: Arc<AppState>,
+}
+
+/// When a call reached the service (its headers read, its message perhaps not yet): the start of its
+/// `grpc-timeout`, as the client's gRPC library counts it.
+#[derive(Clone, Copy)]
+struct Arrival(Instant);
+
+#[allow(clippy::result_large_err)] // the signature of a tonic interceptor
+fn stamp_arrival(mut r: Request<()>) -> Result<Request<()>, Status> {
+    r.extensions_mut().insert(Arrival(Instant::now()));
+    Ok(r)
 }
 
 /// The gRPC status of a scoring error, from its HTTP status (one mapping for every front end).
@@ -120,11 +135,12 @@ impl GrpcInferenceService for Grpc {
     }
 
     async fn model_infer(&self, r: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
-        let arrival = Instant::now();
+        let arrival = r.extensions().get::<Arrival>().map_or_else(Instant::now, |a| a.0);
         let headers = r.metadata().clone().into_headers();
         let req = r.into_inner();
         self.model(&req.model_name, &req.model_version).map_err(|e| status(&e))?;
-        let call = crate::serve::http::call(&req.model_name, arrival, &headers);
+        let mut call = crate::serve::http::call(&req.model_name, arrival, &headers);
+        call.grpc_timeout = headers.get("grpc-timeout").map(|v| v.to_str().unwrap_or("\u{fffd}"));
         let (out, ()) = self.state.scorer.score(call, GrpcBody(&req)).await.map_err(|e| status(&e))?;
         let rows = out.probabilities.len() as i64;
         let raw: Vec<u8> = out.probabilities.iter().flat_map(|p| p.to_le_bytes()).collect();

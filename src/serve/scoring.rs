@@ -43,6 +43,9 @@ pub struct Call<'a> {
     /// Raw header values (`X-Latency-Budget-Ms`, `X-Request-Timeout-Ms`); the body's options win.
     pub budget_header: Option<&'a str>,
     pub timeout_header: Option<&'a str>,
+    /// gRPC's `grpc-timeout` (the client's own deadline, e.g. tritonclient's `client_timeout`): whatever
+    /// the body or the other header say, the request's deadline is never later.
+    pub grpc_timeout: Option<&'a str>,
 }
 
 /// A scored request.
@@ -84,11 +87,13 @@ impl Scorer {
         // The body is decoded and validated before the deadline is checked: a malformed request is told so
         // whatever its deadline, and nothing reaches ONNX Runtime past it.
         let header_timeout = header_number(call.timeout_header, "X-Request-Timeout-Ms", ScoringError::InvalidTimeout)?;
+        let ceiling = grpc_timeout(call.grpc_timeout)?
+            .map_or(self.limits.request_timeout, |t| t.min(self.limits.request_timeout));
         let model = self.registry.get(call.model).ok_or_else(|| ScoringError::UnknownModel(call.model.into()))?;
         let limits = DecodeLimits { max_rows: self.limits.max_instances, missing_as_oov: self.limits.missing_as_oov };
         let (encoded, options, extra) = body.decode(&model.artifact.encoder, limits)?;
         let request = self.validate(call, &options, header_timeout)?;
-        let deadline = deadline(call.arrival, request.timeout_ms, self.limits.request_timeout);
+        let deadline = deadline(call.arrival, request.timeout_ms, ceiling);
         if deadline <= Instant::now() {
             return Err(ScoringError::DeadlineExceeded { while_queued: false });
         }
@@ -286,6 +291,32 @@ fn header_number(
     }
 }
 
+/// gRPC's `grpc-timeout` header: 1 to 8 digits and a unit, H, M, S, m, u or n (gRPC over HTTP/2).
+fn grpc_timeout(value: Option<&str>) -> Result<Option<Duration>, ScoringError> {
+    let Some(text) = value else { return Ok(None) };
+    let bad = || {
+        ScoringError::InvalidTimeout(format!(
+            "grpc-timeout '{text}' is not 1 to 8 digits and a unit (H, M, S, m, u or n)"
+        ))
+    };
+    let unit = text.chars().last().ok_or_else(bad)?;
+    let digits = &text[..text.len() - unit.len_utf8()];
+    if !(1..=8).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let duration = match unit {
+        'H' => Duration::from_secs(n * 3600),
+        'M' => Duration::from_secs(n * 60),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
+        _ => return Err(bad()),
+    };
+    Ok(Some(duration))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +346,24 @@ mod tests {
             }
         }
         assert!(corpus.len() > 4000);
+    }
+
+    /// gRPC's timeout grammar: 1 to 8 digits and one of six units; anything else is refused, never a panic.
+    #[test]
+    fn grpc_timeouts_follow_the_grpc_grammar() {
+        let ms = |t: &str| grpc_timeout(Some(t)).map(|d| d.map(|d| d.as_secs_f64() * 1e3));
+        assert_eq!(ms("5m"), Ok(Some(5.0)));
+        assert_eq!(ms("2S"), Ok(Some(2000.0)));
+        assert_eq!(ms("1M"), Ok(Some(60_000.0)));
+        assert_eq!(ms("1H"), Ok(Some(3_600_000.0)));
+        assert_eq!(ms("2500u"), Ok(Some(2.5)));
+        assert_eq!(ms("99999999n").unwrap().unwrap(), 99.999999);
+        assert_eq!(ms("0n"), Ok(Some(0.0)));
+        assert_eq!(grpc_timeout(None), Ok(None));
+        for bad in ["", "m", "5", "5x", "5 m", "-5m", "+5m", "123456789m", "5.0m", "５m", "5mm", "\u{fffd}", "5ü"] {
+            let err = grpc_timeout(Some(bad)).unwrap_err();
+            assert!(err.to_string().contains("grpc-timeout"), "{bad:?}: {err}");
+            assert_eq!(err.status(), 422, "{bad:?}");
+        }
     }
 }

@@ -57,7 +57,8 @@ pub(super) fn arrival(conn: Option<Extension<ConnectInfo<RxClock>>>) -> Instant 
 pub fn call<'a>(model: &'a str, arrival: Instant, headers: &'a HeaderMap) -> Call<'a> {
     // A header that is not visible ASCII cannot be a number: pass it on for the pipeline to refuse.
     let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
-    Call { model, arrival, budget_header: text("x-latency-budget-ms"), timeout_header: text("x-request-timeout-ms") }
+    let (budget_header, timeout_header) = (text("x-latency-budget-ms"), text("x-request-timeout-ms"));
+    Call { model, arrival, budget_header, timeout_header, grpc_timeout: None }
 }
 
 /// The headers a scoring request may carry when its body gives no budget or timeout (for the OpenAPI
