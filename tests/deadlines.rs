@@ -118,13 +118,11 @@ async fn timeouts_and_disconnects_while_the_queue_is_busy_run_no_rows() {
     assert_eq!(metric(&client, &base, ROWS_RUN).await, 24.0 * 1024.0, "the hung-up requests ran rows");
 }
 
-#[cfg(feature = "loadgen")]
 use ensemble_serve::serve::grpc::proto::{
     grpc_inference_service_client::GrpcInferenceServiceClient, ModelInferRequest,
 };
 
 /// A gRPC call of `rows` as typed BYTES contents on the ensemble, `grpc-timeout` in its metadata.
-#[cfg(feature = "loadgen")]
 fn grpc_call(rows: &[Map<String, Value>], timeout: &str) -> tonic::Request<ModelInferRequest> {
     use ensemble_serve::serve::grpc::proto::model_infer_request::InferInputTensor;
     use ensemble_serve::serve::grpc::proto::{infer_parameter::ParameterChoice, InferParameter, InferTensorContents};
@@ -155,7 +153,6 @@ fn grpc_call(rows: &[Map<String, Value>], timeout: &str) -> tonic::Request<Model
 /// gRPC's own deadline (`grpc-timeout`, what tritonclient's `client_timeout` sends) is the request's deadline
 /// in the pipeline: behind a busy queue the answer is the pipeline's DEADLINE_EXCEEDED at the deadline,
 /// counted as an HTTP one is, and no row runs; a malformed one is INVALID_ARGUMENT naming it.
-#[cfg(feature = "loadgen")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_timeouts_while_the_queue_is_busy_run_no_rows() {
     let rows = test_rows(&require_data!());

@@ -1,9 +1,14 @@
 //! The HTTP handlers in-process (`tower::ServiceExt::oneshot`, no socket) on the shipped default model and
-//! real frappe test rows: ranking-request validation, KServe v2 broadcasting, identical metrics for v1 and
-//! v2, deadlines that pass before a request runs, and bodies that are not UTF-8.
+//! real frappe test rows: ranking-request validation, KServe v2 broadcasting, identical metrics for v1, v2
+//! and gRPC (tonic's generated client over the gRPC router as a tower service), deadlines that pass before a
+//! request runs, and bodies that are not UTF-8.
 mod common;
 
 use ensemble_serve::data::instances::{read_instances, split_context};
+use ensemble_serve::serve::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use ensemble_serve::serve::grpc::proto::model_infer_request::InferInputTensor;
+use ensemble_serve::serve::grpc::proto::ModelInferRequest;
+use ensemble_serve::serve::grpc::proto::{infer_parameter::ParameterChoice, InferParameter, InferTensorContents};
 use serde_json::{json, Map, Value};
 
 const CONTEXT: [&str; 8] = ["user", "daytime", "weekday", "isweekend", "homework", "weather", "country", "city"];
@@ -142,11 +147,81 @@ async fn v1_and_v2_record_identical_metrics_for_identical_outcomes() {
     common::app::send(&v2, "POST", "/v2/models/default/infer", Some(&v2_body(&context, &candidates, "auto")), &late)
         .await;
     assert_eq!(counters(&v1_state), counters(&v2_state));
+    assert!(counters(&v1_state).iter().all(|l| !l.contains("nope")), "an unknown name is no label");
     assert!(
         counters(&v1_state).iter().any(|l| l.contains("reason=\"deadline_exceeded\"} 1")),
         "{:?}",
         counters(&v1_state)
     );
+}
+
+/// A gRPC infer request: context fields as [1] (broadcast), candidate fields as [N, 1], BYTES contents.
+fn grpc_request(context: &Map<String, Value>, candidates: &[Map<String, Value>], tier: &str) -> ModelInferRequest {
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string).into_bytes();
+    let input = |name: &str, shape: Vec<i64>, values: Vec<Vec<u8>>| InferInputTensor {
+        name: name.into(),
+        datatype: "BYTES".into(),
+        shape,
+        contents: Some(InferTensorContents { bytes_contents: values, ..Default::default() }),
+        ..Default::default()
+    };
+    let mut inputs: Vec<InferInputTensor> = context.iter().map(|(k, v)| input(k, vec![1], vec![text(v)])).collect();
+    for field in candidates[0].keys() {
+        let values: Vec<Vec<u8>> = candidates.iter().map(|c| text(&c[field])).collect();
+        inputs.push(input(field, vec![values.len() as i64, 1], values));
+    }
+    let param = |c: ParameterChoice| InferParameter { parameter_choice: Some(c) };
+    let parameters = [
+        ("tier".to_string(), param(ParameterChoice::StringParam(tier.into()))),
+        ("latency_budget_ms".to_string(), param(ParameterChoice::DoubleParam(1e4))),
+    ];
+    ModelInferRequest { model_name: "default".into(), inputs, parameters: parameters.into(), ..Default::default() }
+}
+
+#[tokio::test]
+async fn v1_and_grpc_record_identical_metrics_for_identical_outcomes() {
+    let Some(rows) = rows(20) else { return };
+    let (context, candidates) = split_context(&rows, &CONTEXT);
+    let (mut no_city, _) = split_context(&rows, &CONTEXT);
+    no_city.remove("city");
+    let (v1_state, grpc_state) = (common::app::shipped(), common::app::shipped());
+    let v1 = common::app::router(&v1_state);
+    let router = ensemble_serve::serve::grpc::router(grpc_state.clone(), 16 << 20);
+    let mut grpc = GrpcInferenceServiceClient::with_origin(router, "http://in-process".parse().unwrap());
+    let late = [("x-request-timeout-ms", "0")];
+    // Scored twice, a missing field, an unknown model, a dead deadline: the same outcome, gRPC's code for it.
+    for (tier, ctx, model, headers) in [
+        ("ensemble", &context, "default", &[][..]),
+        ("student", &context, "default", &[]),
+        ("ensemble", &no_city, "default", &[]),
+        ("ensemble", &context, "nope", &[]),
+        ("auto", &context, "default", &late),
+    ] {
+        let body = json!({"context": ctx, "candidates": candidates, "tier": tier, "latency_budget_ms": 1e4});
+        let uri = if model == "default" { "/v1/score".to_string() } else { format!("/v1/models/{model}/score") };
+        let (status, _) = common::app::send(&v1, "POST", &uri, Some(&body), headers).await;
+        let mut call =
+            tonic::Request::new(ModelInferRequest { model_name: model.into(), ..grpc_request(ctx, &candidates, tier) });
+        for (k, v) in headers {
+            call.metadata_mut().insert(*k, v.parse().unwrap());
+        }
+        let code = grpc.model_infer(call).await.map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        let want = match status {
+            200 => tonic::Code::Ok,
+            404 => tonic::Code::NotFound,
+            422 => tonic::Code::InvalidArgument,
+            504 => tonic::Code::DeadlineExceeded,
+            other => panic!("unexpected v1 status {other}"),
+        };
+        assert_eq!(code, want, "v1 said {status}");
+    }
+    assert_eq!(counters(&v1_state), counters(&grpc_state));
+    assert!(
+        counters(&grpc_state).iter().any(|l| l.contains("model=\"\",status=\"404\"")),
+        "{:?}",
+        counters(&grpc_state)
+    );
+    assert!(counters(&grpc_state).iter().all(|l| !l.contains("nope")), "an unknown name is no label");
 }
 
 #[tokio::test]

@@ -38,14 +38,19 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt as _;
-    let service = GrpcInferenceServiceServer::new(Grpc { state }).max_decoding_message_size(max_message_bytes);
-    let service = tonic::service::interceptor::InterceptedService::new(service, stamp_arrival);
-    let app = tonic::service::Routes::new(service).prepare().into_axum_router();
+    let app = router(state, max_message_bytes);
     // Small answers must not wait out Nagle's algorithm against the client's delayed ACKs (~40 ms).
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// The gRPC service as an axum router (what [`serve`] serves; tests call it in-process).
+pub fn router(state: Arc<AppState>, max_message_bytes: usize) -> axum::Router {
+    let service = GrpcInferenceServiceServer::new(Grpc { state }).max_decoding_message_size(max_message_bytes);
+    let service = tonic::service::interceptor::InterceptedService::new(service, stamp_arrival);
+    tonic::service::Routes::new(service).prepare().into_axum_router()
 }
 
 struct Grpc {
@@ -138,7 +143,10 @@ impl GrpcInferenceService for Grpc {
         let arrival = r.extensions().get::<Arrival>().map_or_else(Instant::now, |a| a.0);
         let headers = r.metadata().clone().into_headers();
         let req = r.into_inner();
-        self.model(&req.model_name, &req.model_version).map_err(|e| status(&e))?;
+        // A named version must be the loaded one; an unknown model is the pipeline's to answer and count.
+        if !req.model_version.is_empty() {
+            self.model(&req.model_name, &req.model_version).map_err(|e| status(&e))?;
+        }
         let mut call = crate::serve::http::call(&req.model_name, arrival, &headers);
         call.grpc_timeout = headers.get("grpc-timeout").map(|v| v.to_str().unwrap_or("\u{fffd}"));
         let (out, ()) = self.state.scorer.score(call, GrpcBody(&req)).await.map_err(|e| status(&e))?;

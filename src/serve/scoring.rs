@@ -182,6 +182,8 @@ impl Scorer {
                 m.budget.with_label_values(&[model, &s.tier, met]).inc();
             }
             Err(e) => {
+                // A name no loaded model has is no label: clients could mint series without end.
+                let model = if self.registry.get(model).is_some() { model } else { "" };
                 m.requests.with_label_values(&[model, "none", itoa::Buffer::new().format(e.status())]).inc();
                 if let Some(reason) = e.rejection() {
                     m.rejected.with_label_values(&[model, reason]).inc();
