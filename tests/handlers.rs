@@ -119,12 +119,18 @@ fn counters(state: &ensemble_serve::serve::http::AppState) -> Vec<String> {
         .collect()
 }
 
+/// 20 real rows as a ranking request: its context, its candidates, and the context without `city`.
+type RankingCase = (Map<String, Value>, Vec<Map<String, Value>>, Map<String, Value>);
+fn ranking_case() -> Option<RankingCase> {
+    let (context, candidates) = split_context(&rows(20)?, &CONTEXT);
+    let mut no_city = context.clone();
+    no_city.remove("city");
+    Some((context, candidates, no_city))
+}
+
 #[tokio::test]
 async fn v1_and_v2_record_identical_metrics_for_identical_outcomes() {
-    let Some(rows) = rows(20) else { return };
-    let (context, candidates) = split_context(&rows, &CONTEXT);
-    let (mut no_city, _) = split_context(&rows, &CONTEXT);
-    no_city.remove("city");
+    let Some((context, candidates, no_city)) = ranking_case() else { return };
     let (v1_state, v2_state) = (common::app::shipped(), common::app::shipped());
     let (v1, v2) = (common::app::router(&v1_state), common::app::router(&v2_state));
     // Scored on the ensemble, scored on the best student, a missing field, an unknown model, a dead deadline.
@@ -180,10 +186,7 @@ fn grpc_request(context: &Map<String, Value>, candidates: &[Map<String, Value>],
 
 #[tokio::test]
 async fn v1_and_grpc_record_identical_metrics_for_identical_outcomes() {
-    let Some(rows) = rows(20) else { return };
-    let (context, candidates) = split_context(&rows, &CONTEXT);
-    let (mut no_city, _) = split_context(&rows, &CONTEXT);
-    no_city.remove("city");
+    let Some((context, candidates, no_city)) = ranking_case() else { return };
     let (v1_state, grpc_state) = (common::app::shipped(), common::app::shipped());
     let v1 = common::app::router(&v1_state);
     let router = ensemble_serve::serve::grpc::router(grpc_state.clone(), 16 << 20);
