@@ -6,7 +6,6 @@ mod common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use ensemble_serve::artifact::Artifact;
 use ensemble_serve::data::instances::{read_instances, split_context};
 use ensemble_serve::features::Encoder;
 use ensemble_serve::serve::decode::{decode_v1, decode_v2, DecodeLimits, Encoded};
@@ -250,19 +249,12 @@ fn corpus(data: &std::path::Path) -> (Vec<Row>, Encoder, Vec<Value>) {
     let spec = common::spec("frappe_ctr", data);
     let rows = read_instances(&spec, ensemble_serve::data::Split::Test, Some(2_000)).unwrap().objects;
     let pool = value_pool(&rows);
-    (rows, shipped_encoder(), pool)
+    (rows, common::shipped_encoder(), pool)
 }
 
 /// Keys a mutation may add or rename to: the rows' fields and `protocol`'s own.
 fn field_and_protocol_keys(rows: &[Row], protocol: &[&str]) -> Vec<String> {
     rows[0].keys().cloned().chain(protocol.iter().map(|k| k.to_string())).collect()
-}
-
-/// The shipped default model's encoder.
-fn shipped_encoder() -> Encoder {
-    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = ensemble_serve::artifact::latest_version(&repo.join("models"), "default").unwrap();
-    Artifact::load(&dir).unwrap().encoder
 }
 
 /// A refusal must be a client error with a message.
@@ -389,7 +381,7 @@ fn decode_v2_checked(body: &[u8], header_len: Option<usize>, enc: &Encoder, case
 /// KServe v2 JSON refuses a repeated key too: in `parameters`, in an input object, or an input named twice.
 #[test]
 fn v2_refuses_a_key_given_twice() {
-    let enc = shipped_encoder();
+    let enc = common::shipped_encoder();
     let input = |name: &str| format!(r#"{{"name": "{name}", "shape": [1], "datatype": "BYTES", "data": ["1"]}}"#);
     let inputs: Vec<String> = enc.fields.iter().map(|f| input(&f.spec.name)).collect();
     let body = |inputs: &[String], parameters: &str| format!(r#"{{"inputs": [{}]{parameters}}}"#, inputs.join(", "));

@@ -215,28 +215,36 @@ struct GrpcBody<'a>(&'a ModelInferRequest);
 impl Decode for GrpcBody<'_> {
     type Extra = ();
     fn decode(self, enc: &Encoder, limits: DecodeLimits) -> Result<(Encoded, BodyOptions, ()), ScoringError> {
-        let req = self.0;
-        let raw = &req.raw_input_contents;
-        if !raw.is_empty() && raw.len() != req.inputs.len() {
-            let msg = format!("{} raw_input_contents for {} inputs", raw.len(), req.inputs.len());
-            return Err(ScoringError::InvalidRequest(msg));
-        }
-        let tensors: Vec<Tensor> = req
-            .inputs
-            .iter()
-            .enumerate()
-            .map(|(i, input)| Tensor {
-                name: &input.name,
-                datatype: &input.datatype,
-                shape: &input.shape,
-                values: match raw.get(i) {
-                    Some(bytes) => Values::Raw(bytes),
-                    None => typed(&input.datatype, input.contents.as_ref()),
-                },
-            })
-            .collect();
-        Ok((encode_tensors(&tensors, enc, limits)?, options(&req.parameters)?, ()))
+        decode_infer(self.0, enc, limits).map(|(encoded, options)| (encoded, options, ()))
     }
+}
+
+/// A gRPC infer request's rows (typed `contents` or `raw_input_contents`) and options.
+pub fn decode_infer(
+    req: &ModelInferRequest,
+    enc: &Encoder,
+    limits: DecodeLimits,
+) -> Result<(Encoded, BodyOptions), ScoringError> {
+    let raw = &req.raw_input_contents;
+    if !raw.is_empty() && raw.len() != req.inputs.len() {
+        let msg = format!("{} raw_input_contents for {} inputs", raw.len(), req.inputs.len());
+        return Err(ScoringError::InvalidRequest(msg));
+    }
+    let tensors: Vec<Tensor> = req
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| Tensor {
+            name: &input.name,
+            datatype: &input.datatype,
+            shape: &input.shape,
+            values: match raw.get(i) {
+                Some(bytes) => Values::Raw(bytes),
+                None => typed(&input.datatype, input.contents.as_ref()),
+            },
+        })
+        .collect();
+    Ok((encode_tensors(&tensors, enc, limits)?, options(&req.parameters)?))
 }
 
 /// An input's typed contents for its datatype (none: no values, which the count check names).

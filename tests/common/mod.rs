@@ -64,6 +64,13 @@ pub fn spec(name: &str, data: &std::path::Path) -> ensemble_serve::features::Dat
     ensemble_serve::features::DatasetSpec::load(&path, data).expect("shipped dataset spec loads")
 }
 
+/// The shipped default model's encoder.
+pub fn shipped_encoder() -> ensemble_serve::features::Encoder {
+    let dir =
+        ensemble_serve::artifact::latest_version(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"), "default");
+    ensemble_serve::artifact::Artifact::load(&dir.unwrap()).unwrap().encoder
+}
+
 /// The ONNX Runtime library scripts/setup installs (or ORT_DYLIB_PATH); a clear failure when absent.
 pub fn ort_env() -> &'static ort::environment::Environment {
     let lib = ensemble_serve::runtime::resolve_library(None);
