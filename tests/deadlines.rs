@@ -124,28 +124,7 @@ use ensemble_serve::serve::grpc::proto::{
 
 /// A gRPC call of `rows` as typed BYTES contents on the ensemble, `grpc-timeout` in its metadata.
 fn grpc_call(rows: &[Map<String, Value>], timeout: &str) -> tonic::Request<ModelInferRequest> {
-    use ensemble_serve::serve::grpc::proto::model_infer_request::InferInputTensor;
-    use ensemble_serve::serve::grpc::proto::{infer_parameter::ParameterChoice, InferParameter, InferTensorContents};
-    let input = |name: &String| InferInputTensor {
-        name: name.clone(),
-        datatype: "BYTES".into(),
-        shape: vec![rows.len() as i64, 1],
-        contents: Some(InferTensorContents {
-            bytes_contents: rows
-                .iter()
-                .map(|r| r[name].as_str().map_or_else(|| r[name].to_string(), str::to_string).into_bytes())
-                .collect(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let tier = InferParameter { parameter_choice: Some(ParameterChoice::StringParam("ensemble".into())) };
-    let mut call = tonic::Request::new(ModelInferRequest {
-        model_name: "default".into(),
-        inputs: rows[0].keys().map(input).collect(),
-        parameters: [("tier".to_string(), tier)].into(),
-        ..Default::default()
-    });
+    let mut call = tonic::Request::new(common::grpc::infer_request(&Map::new(), rows, "ensemble"));
     call.metadata_mut().insert("grpc-timeout", timeout.parse().unwrap());
     call
 }

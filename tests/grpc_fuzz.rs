@@ -7,6 +7,7 @@ mod common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use common::grpc::text;
 use ensemble_serve::data::instances::read_instances;
 use ensemble_serve::features::Encoder;
 use ensemble_serve::serve::decode::{decode_v2, DecodeLimits};
@@ -23,10 +24,6 @@ type Row = Map<String, Value>;
 const CONTEXT: [&str; 8] = ["user", "daytime", "weekday", "isweekend", "homework", "weather", "country", "city"];
 const LIMITS: DecodeLimits = DecodeLimits { max_rows: 12, missing_as_oov: false };
 const CASES: usize = 60_000;
-
-fn text(v: &Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
-}
 
 /// A request of 1 to 8 real rows, every input BYTES, context fields as [1] at random, all typed or all raw;
 /// and the same rows as a KServe v2 JSON body.

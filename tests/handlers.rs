@@ -6,9 +6,7 @@ mod common;
 
 use ensemble_serve::data::instances::{read_instances, split_context};
 use ensemble_serve::serve::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
-use ensemble_serve::serve::grpc::proto::model_infer_request::InferInputTensor;
 use ensemble_serve::serve::grpc::proto::ModelInferRequest;
-use ensemble_serve::serve::grpc::proto::{infer_parameter::ParameterChoice, InferParameter, InferTensorContents};
 use serde_json::{json, Map, Value};
 
 const CONTEXT: [&str; 8] = ["user", "daytime", "weekday", "isweekend", "homework", "weather", "country", "city"];
@@ -161,29 +159,6 @@ async fn v1_and_v2_record_identical_metrics_for_identical_outcomes() {
     );
 }
 
-/// A gRPC infer request: context fields as [1] (broadcast), candidate fields as [N, 1], BYTES contents.
-fn grpc_request(context: &Map<String, Value>, candidates: &[Map<String, Value>], tier: &str) -> ModelInferRequest {
-    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string).into_bytes();
-    let input = |name: &str, shape: Vec<i64>, values: Vec<Vec<u8>>| InferInputTensor {
-        name: name.into(),
-        datatype: "BYTES".into(),
-        shape,
-        contents: Some(InferTensorContents { bytes_contents: values, ..Default::default() }),
-        ..Default::default()
-    };
-    let mut inputs: Vec<InferInputTensor> = context.iter().map(|(k, v)| input(k, vec![1], vec![text(v)])).collect();
-    for field in candidates[0].keys() {
-        let values: Vec<Vec<u8>> = candidates.iter().map(|c| text(&c[field])).collect();
-        inputs.push(input(field, vec![values.len() as i64, 1], values));
-    }
-    let param = |c: ParameterChoice| InferParameter { parameter_choice: Some(c) };
-    let parameters = [
-        ("tier".to_string(), param(ParameterChoice::StringParam(tier.into()))),
-        ("latency_budget_ms".to_string(), param(ParameterChoice::DoubleParam(1e4))),
-    ];
-    ModelInferRequest { model_name: "default".into(), inputs, parameters: parameters.into(), ..Default::default() }
-}
-
 #[tokio::test]
 async fn v1_and_grpc_record_identical_metrics_for_identical_outcomes() {
     let Some((context, candidates, no_city)) = ranking_case() else { return };
@@ -203,8 +178,10 @@ async fn v1_and_grpc_record_identical_metrics_for_identical_outcomes() {
         let body = json!({"context": ctx, "candidates": candidates, "tier": tier, "latency_budget_ms": 1e4});
         let uri = if model == "default" { "/v1/score".to_string() } else { format!("/v1/models/{model}/score") };
         let (status, _) = common::app::send(&v1, "POST", &uri, Some(&body), headers).await;
-        let mut call =
-            tonic::Request::new(ModelInferRequest { model_name: model.into(), ..grpc_request(ctx, &candidates, tier) });
+        let mut call = tonic::Request::new(ModelInferRequest {
+            model_name: model.into(),
+            ..common::grpc::infer_request(ctx, &candidates, tier)
+        });
         for (k, v) in headers {
             call.metadata_mut().insert(*k, v.parse().unwrap());
         }

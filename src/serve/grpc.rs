@@ -140,15 +140,15 @@ impl GrpcInferenceService for Grpc {
     }
 
     async fn model_infer(&self, r: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
-        let arrival = r.extensions().get::<Arrival>().map_or_else(Instant::now, |a| a.0);
-        let headers = r.metadata().clone().into_headers();
-        let req = r.into_inner();
+        let (metadata, extensions, req) = r.into_parts();
+        let arrival = extensions.get::<Arrival>().map_or_else(Instant::now, |a| a.0);
+        let headers = metadata.into_headers();
         // A named version must be the loaded one; an unknown model is the pipeline's to answer and count.
         if !req.model_version.is_empty() {
             self.model(&req.model_name, &req.model_version).map_err(|e| status(&e))?;
         }
         let mut call = crate::serve::http::call(&req.model_name, arrival, &headers);
-        call.grpc_timeout = headers.get("grpc-timeout").map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        call.grpc_timeout = crate::serve::http::header_text(&headers, "grpc-timeout");
         let (out, ()) = self.state.scorer.score(call, GrpcBody(&req)).await.map_err(|e| status(&e))?;
         let rows = out.probabilities.len() as i64;
         let raw: Vec<u8> = out.probabilities.iter().flat_map(|p| p.to_le_bytes()).collect();

@@ -87,6 +87,7 @@ pub fn read_plain_csv(path: &std::path::Path) -> (Vec<String>, Vec<Vec<String>>)
     (header, rows)
 }
 pub mod app;
+pub mod grpc;
 pub mod server;
 #[cfg(feature = "train")]
 pub mod trained;

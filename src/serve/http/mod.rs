@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use openapi::document as openapi_document;
-pub use state::{call, ApiError, AppState, ErrorBody, ErrorDetail};
+pub use state::{call, header_text, ApiError, AppState, ErrorBody, ErrorDetail};
 pub use v1::{score_body, ScoreRequest, ScoreResponse};
 
 use state::plain_error;

@@ -55,10 +55,15 @@ pub(super) fn arrival(conn: Option<Extension<ConnectInfo<RxClock>>>) -> Instant 
 /// The pipeline's view of a request's headers (HTTP, or gRPC metadata): model, arrival, and the budget and
 /// timeout headers.
 pub fn call<'a>(model: &'a str, arrival: Instant, headers: &'a HeaderMap) -> Call<'a> {
-    // A header that is not visible ASCII cannot be a number: pass it on for the pipeline to refuse.
-    let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
-    let (budget_header, timeout_header) = (text("x-latency-budget-ms"), text("x-request-timeout-ms"));
+    let (budget_header, timeout_header) =
+        (header_text(headers, "x-latency-budget-ms"), header_text(headers, "x-request-timeout-ms"));
     Call { model, arrival, budget_header, timeout_header, grpc_timeout: None }
+}
+
+/// A header's value for the pipeline to parse; one that is not visible ASCII cannot be a number, so it is
+/// passed on as U+FFFD for the pipeline to refuse.
+pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"))
 }
 
 /// The headers a scoring request may carry when its body gives no budget or timeout (for the OpenAPI
